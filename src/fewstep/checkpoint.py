@@ -1,0 +1,122 @@
+"""Checkpoints as safetensors files: atomic writes, no pickles, checked against the config.
+
+A checkpoint holds named tensors (``model.*``, ``ema.*``, ``optim.<name>.*``, ``rng.<name>``) and
+JSON metadata: the format, the kind of run, the step, and the config sections that must match
+when the checkpoint is loaded (model and schedule).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import FewstepError
+
+FORMAT = "fewstep-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``tensors`` and ``meta`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by ``save_checkpoint``; any problem is a one-line ``FewstepError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FewstepError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise FewstepError(f"checkpoint {path} is corrupted or not a safetensors file ({str(exc).splitlines()[0]})") from None
+    if header.get("format") != FORMAT:
+        raise FewstepError(f"checkpoint {path} is not a fewstep checkpoint (format {header.get('format')!r})")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise FewstepError(f"checkpoint {path} has unreadable metadata") from None
+    return tensors, meta
+
+
+def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def load_module(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``prefix.*`` tensors into ``module``; a missing or mis-shaped tensor is a FewstepError."""
+    state = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise FewstepError(
+            f"checkpoint {source} does not match the configured {prefix} network "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for k, v in expected.items():
+        if v.shape != state[k].shape:
+            raise FewstepError(
+                f"checkpoint {source} does not match the configured {prefix} network: "
+                f"{k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+            )
+    module.load_state_dict(state)
+
+
+def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state into tensors and a JSON-able remainder (hyper-parameters)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], extra: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            index, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in extra["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": extra["param_groups"]})
+
+
+def check_matches(meta: dict, expected: dict[str, Any], source: str) -> None:
+    """Every config section in ``expected`` must equal the one recorded in the checkpoint."""
+    for section, value in expected.items():
+        recorded = meta.get("config", {}).get(section)
+        if recorded != value:
+            diffs = [k for k in set(value) | set(recorded or {}) if (recorded or {}).get(k) != value.get(k)]
+            key = sorted(diffs)[0] if diffs else "?"
+            raise FewstepError(
+                f"checkpoint {source} was made with {section}.{key} = {(recorded or {}).get(key)!r}, "
+                f"but the config has {value.get(key)!r}"
+            )

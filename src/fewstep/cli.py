@@ -1,0 +1,169 @@
+"""The ``fewstep`` command line: pretrain, sample, evaluate, quickstart, config."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .errors import FewstepError
+
+CONFIG_HELP = "YAML config file; `fewstep config` lists every key with its default and meaning."
+SET_HELP = "Override one config key, e.g. --set pretrain.steps=500 (repeatable; values are YAML)."
+
+
+def friendly(fn):
+    """Turn FewstepError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FewstepError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the last checkpoint is kept; continue with --resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def config_options(fn):
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(fn)
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)(fn)
+    return fn
+
+
+def open_run(run_dir: str | None, config_path, overrides, resume: bool, default_name: str):
+    """A fresh run directory for this config, or (with resume) the existing one."""
+    from .config import apply_overrides, load_config
+    from .runs import Run
+
+    if resume:
+        if run_dir is None or not Path(run_dir).is_dir():
+            raise FewstepError("--resume needs --run-dir pointing at an existing run directory")
+        return Run.resume(run_dir, apply_overrides({}, list(overrides)))
+    config = load_config(config_path, overrides)
+    path = Path(run_dir) if run_dir else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (path / "config.yaml").exists():
+        raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
+    return Run(path, config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="fewstep")
+def main():
+    """fewstep: make pretrained diffusion models sample well in few steps.
+
+    Typical use: `fewstep quickstart` runs the whole job on the swiss roll. The stages are
+    `pretrain` (train a DDPM), `sample` (draw from a checkpoint) and `evaluate` (W2 against the
+    data, with the noise floor). Every run writes a directory with its config, metrics,
+    checkpoints, figures and summary.
+    """
+
+
+@main.command("config")
+def show_config():
+    """Print every config key with its default and meaning."""
+    from .config import describe
+
+    click.echo("\n".join(describe()))
+
+
+@main.command()
+@config_options
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/pretrain-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly
+def pretrain(config_path, overrides, run_dir, resume, quiet):
+    """Train an epsilon-prediction DDPM (simple loss, EMA weights) on the configured data."""
+    from .pretrain import pretrain as run_pretrain
+
+    run = open_run(run_dir, config_path, overrides, resume, "pretrain")
+    run_pretrain(run.config, run, resume=resume, progress=not quiet)
+    click.echo(f"checkpoint: {run.checkpoint('pretrain')}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A fewstep checkpoint (.safetensors).")
+@click.option("-n", "--num-samples", default=10_000, show_default=True, type=click.IntRange(min=1), help="Samples to draw.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Sample i depends only on (seed, i), not on the batch size.")
+@click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(min=1), help="Samples per batch.")
+@click.option("--out", default="samples.npy", show_default=True, type=click.Path(dir_okay=False), help="Output .npy file [n, D].")
+@click.option("--figure", type=click.Path(dir_okay=False), default=None, help="Also write a scatter plot (2-D data) to this PNG.")
+@friendly
+def sample(checkpoint, num_samples, seed, batch_size, out, figure):
+    """Draw samples from a checkpoint with the sampler recorded in it."""
+    from .models import load_model, table_for_checkpoint
+    from .rollout import sample as draw
+
+    model, config, meta = load_model(checkpoint)
+    table = table_for_checkpoint(config, meta)
+    x = draw(model, table, num_samples, tuple(meta["shape"]), seed=seed, batch_size=batch_size, progress=True)
+    np.save(out, x.numpy())
+    click.echo(f"wrote {num_samples} samples ({table.K} steps) to {out}")
+    if figure:
+        from .data import DataSource
+        from .plots import scatter
+
+        scatter([(f"{table.K}-step samples", x)], DataSource(config.data).draw(num_samples, 1), figure)
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Evaluate this checkpoint's sampler.")
+@click.option("--samples", type=click.Path(dir_okay=False), default=None, help="Or evaluate samples from a .npy file [n, D].")
+@config_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the scores as JSON here.")
+@friendly
+def evaluate(checkpoint, samples, config_path, overrides, out):
+    """Exact W2 and sliced W2 against the data, printed beside the noise floor."""
+    from .config import load_config
+    from .evaluation import evaluate_sampler, evaluate_samples, format_scores
+
+    if (checkpoint is None) == (samples is None):
+        raise FewstepError("give exactly one of --checkpoint and --samples")
+    if checkpoint:
+        from .models import load_model, table_for_checkpoint
+
+        model, config, meta = load_model(checkpoint)
+        if config_path or overrides:
+            from .config import apply_overrides, from_dict, to_dict, validate, Config
+
+            config = from_dict(Config, apply_overrides(to_dict(config), list(overrides)))
+            validate(config)
+        table = table_for_checkpoint(config, meta)
+        _, result = evaluate_sampler(model, table, config, progress=True)
+    else:
+        from .data import load_array
+
+        config = load_config(config_path, overrides)
+        result = evaluate_samples(load_array(samples), config)
+    click.echo(format_scores(result))
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/quickstart-<time>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--resume", is_flag=True, help="Continue an interrupted quickstart in --run-dir.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly
+def quickstart(run_dir, overrides, resume, quiet):
+    """The main job end to end on the swiss roll, in a few minutes on a laptop CPU."""
+    from .quickstart import QUICKSTART_DEFAULTS, run_quickstart
+
+    run = open_run(run_dir, None, [*QUICKSTART_DEFAULTS, *overrides], resume, "quickstart")
+    summary = run_quickstart(run, resume=resume, progress=not quiet)
+    click.echo(summary)
+    click.echo(f"run directory: {run.path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""One typed configuration for every fewstep command, loaded from YAML with strict checks.
+
+Each field carries its meaning in ``help`` (shown by ``fewstep config``) and its valid range in
+``min`` / ``max`` / ``choices``. Unknown keys, wrong types and out-of-range values raise a
+``FewstepError`` that names the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import FewstepError
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """A config field with its documentation and checks (min, max, choices)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("swiss_roll", "data set: swiss_roll, moons, gaussian, or file", choices=("swiss_roll", "moons", "gaussian", "file"))
+    path: str | None = opt(None, "array file (.npy/.npz/.csv, shape [N, D]) when name is 'file'")
+    n_train: int = opt(10_000, "training points drawn from a toy data set (App. F.1: 10K)", min=2)
+    seed: int = opt(0, "seed of the training draw (evaluation uses other seeds)")
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = opt("sigmoid", "noise schedule: linear (Ho et al.), cosine (Nichol-Dhariwal), sigmoid (paper toys)", choices=("linear", "cosine", "sigmoid"))
+    T: int = opt(10, "number of diffusion steps the model is trained with", min=1, max=100_000)
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = opt([128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128 = 4 layers)")
+    activation: str = opt("softplus", "activation of the epsilon-MLP", choices=("softplus", "relu", "silu"))
+    time_dim: int = opt(32, "size of the sinusoidal time features", min=2)
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = opt(20_000, "optimiser steps of DDPM pretraining", min=1)
+    batch_size: int = opt(256, "points per step (drawn with replacement)", min=1)
+    lr: float = opt(1e-3, "Adam learning rate", min=0.0)
+    ema_decay: float = opt(0.999, "decay of the EMA weights used for sampling (0 disables)", min=0.0, max=1.0)
+    log_every: int = opt(100, "steps between metric lines", min=1)
+    checkpoint_every: int = opt(2_000, "steps between checkpoints (for --resume)", min=1)
+
+
+@dataclass
+class SamplerConfig:
+    variance: str = opt("beta", "step variance Sigma of eq. 3: beta or beta_tilde", choices=("beta", "beta_tilde"))
+    noise_at_last_step: bool = opt(True, "add noise at the last step (needed by policy-gradient fine-tuning)")
+    timesteps: list[int] | None = opt(None, "increasing sub-sequence of [0, T-1] to sample on; null = all T steps")
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = opt(10_000, "generated and data points compared (paper: 10K)", min=2)
+    sliced_projections: int = opt(100, "random directions of sliced W2", min=1)
+    max_iter: int = opt(10_000_000, "network-simplex iterations of exact W2 (POT's default stops early)", min=1000)
+    seed: int = opt(12_345, "seed of evaluation draws (samples and data)")
+
+
+@dataclass
+class Config:
+    seed: int = opt(0, "seed of the run: model initialisation, minibatches, noise")
+    device: str = opt("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(value, inner, key)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise FewstepError(f"config key {key} must be a list, got {value!r}")
+        return [_check_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise FewstepError(f"config key {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FewstepError(f"config key {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FewstepError(f"config key {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise FewstepError(f"config key {key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from nested dicts, checking keys, types and ranges."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise FewstepError(f"config section {prefix.rstrip('.') or '(top level)'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FewstepError(f"unknown config key {prefix}{unknown[0]} (known in this section: {', '.join(fields)})")
+    values = {}
+    for name, value in data.items():
+        key, hint = prefix + name, hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = from_dict(hint, value, key + ".")
+            continue
+        value = _check_value(value, hint, key)
+        meta = fields[name].metadata
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            if "choices" in meta and v not in meta["choices"]:
+                raise FewstepError(f"config key {key} is {v!r}; choose one of {', '.join(map(str, meta['choices']))}")
+            if "min" in meta and v < meta["min"]:
+                raise FewstepError(f"config key {key} is {v!r}; it must be >= {meta['min']}")
+            if "max" in meta and v > meta["max"]:
+                raise FewstepError(f"config key {key} is {v!r}; it must be <= {meta['max']}")
+        values[name] = value
+    return cls(**values)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise FewstepError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        node = data
+        *parents, last = dotted.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise FewstepError(f"override {item!r}: {p} is not a section")
+        try:
+            node[last] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise FewstepError(f"override {item!r}: value is not valid YAML") from None
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config of a YAML file (or the defaults) with ``overrides`` applied, fully checked."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FewstepError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise FewstepError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    config = from_dict(Config, apply_overrides(data, list(overrides)))
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks that involve more than one field."""
+    if config.data.name == "file" and not config.data.path:
+        raise FewstepError("config key data.path is required when data.name is 'file'")
+    ts = config.sampler.timesteps
+    if ts is not None:
+        if not ts or any(b <= a for a, b in zip(ts, ts[1:])) or ts[0] < 0 or ts[-1] >= config.schedule.T:
+            raise FewstepError(f"config key sampler.timesteps must increase strictly within [0, {config.schedule.T - 1}], got {ts}")
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """One line per field: key, default and help (for ``fewstep config``)."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines += describe(hints[f.name], prefix + f.name + ".")
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"{prefix + f.name} = {default!r}  # {f.metadata.get('help', '')}")
+    return lines

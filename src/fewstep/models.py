@@ -1,0 +1,65 @@
+"""Building epsilon-models from the config and saving / loading them as checkpoints."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from .checkpoint import check_matches, load_checkpoint, load_module, module_tensors, save_checkpoint
+from .config import Config, from_dict, to_dict
+from .errors import FewstepError
+from .nets import TimeMLP
+
+
+def build_eps_model(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors)."""
+    if len(shape) != 1:
+        raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}")
+    m = config.model
+    return TimeMLP(shape[0], hidden=m.hidden, activation=m.activation, time_dim=m.time_dim)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (decay 0 copies the weights)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for p_ema, p in zip(self.model.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1.0 - self.decay)
+
+
+def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, stage: str, extra_tensors=None, extra_meta=None) -> None:
+    """A checkpoint whose ``model.*`` tensors are the weights to sample with."""
+    tensors = module_tensors("model", model)
+    tensors.update(extra_tensors or {})
+    meta = {"stage": stage, "shape": list(shape), "config": to_dict(config), **(extra_meta or {})}
+    save_checkpoint(path, tensors, meta)
+
+
+def load_model(path: str | Path, config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
+    """The sampling model of a checkpoint, its config, and its metadata.
+
+    With ``config`` given, the checkpoint's model and schedule sections must match it.
+    """
+    tensors, meta = load_checkpoint(path)
+    saved = from_dict(Config, meta.get("config"))
+    if config is not None:
+        check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))
+    model = build_eps_model(saved, tuple(meta["shape"]))
+    load_module(model, "model", tensors, str(path))
+    return model.eval(), (config or saved), meta
+
+
+def table_for_checkpoint(config: Config, meta: dict):
+    """The step table a checkpoint samples with: the one recorded in it, else the config's."""
+    from .schedules import make_schedule
+    from .steps import table_from_config, table_from_dict
+
+    if meta.get("table"):
+        return table_from_dict(meta["table"])
+    return table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
