@@ -27,8 +27,9 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    name: str = opt("swiss_roll", "data set: swiss_roll, moons, gaussian, or file", choices=("swiss_roll", "moons", "gaussian", "file"))
-    path: str | None = opt(None, "array file (.npy/.npz/.csv, shape [N, D]) when name is 'file'")
+    name: str = opt("swiss_roll", "data set: swiss_roll, moons, gaussian, file; images: digits (sklearn 8x8, embedded), mnist (IDX), cifar10 (python batches), folder (PNG/JPEG)", choices=("swiss_roll", "moons", "gaussian", "file", "digits", "mnist", "cifar10", "folder"))
+    path: str | None = opt(None, "array file (.npy/.npz/.csv, shape [N, D]) when name is 'file'; the directory of mnist, cifar10 or folder images")
+    image_size: int | None = opt(None, "resize images to this square size (null = keep; folder images of mixed sizes need it)", min=1)
     n_train: int = opt(10_000, "training points drawn from a toy data set (App. F.1: 10K)", min=2)
     seed: int = opt(0, "seed of the training draw (evaluation uses other seeds)")
 
@@ -44,6 +45,12 @@ class ModelConfig:
     hidden: list[int] = opt([128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128 = 4 layers)")
     activation: str = opt("softplus", "activation of the epsilon-MLP", choices=("softplus", "relu", "silu"))
     time_dim: int = opt(32, "size of the sinusoidal time features", min=2)
+    kind: str = opt("mlp", "epsilon-model: mlp (vectors, App. F.1) or unet (images, Ho et al. U-Net)", choices=("mlp", "unet"))
+    channels: int = opt(32, "U-Net base width (Ho et al.: 128 on CIFAR-10)", min=1)
+    channel_mult: list[int] = opt([1, 2], "U-Net width multipliers, one per resolution level (each level halves the size)", min=1)
+    num_res_blocks: int = opt(1, "U-Net residual blocks per level (Ho et al.: 2)", min=1)
+    attention_resolutions: list[int] = opt([], "U-Net activation heights that get self-attention (Ho et al.: [16]); the middle block always has it", min=1)
+    dropout: float = opt(0.0, "U-Net dropout in residual blocks (Ho et al.: 0.1 on CIFAR-10)", min=0.0, max=1.0)
 
 
 @dataclass

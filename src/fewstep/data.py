@@ -84,6 +84,10 @@ class DataSource:
     def __init__(self, config):
         self.config = config
         self._file = load_array(config.path) if config.name == "file" else None
+        if config.name in ("digits", "mnist", "cifar10", "folder"):  # finite image sets [N, C, H, W]
+            from .images.data import load_images
+
+            self._file = load_images(config.name, config.path, config.image_size)[0]
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -13,7 +13,14 @@ from .nets import TimeMLP
 
 
 def build_eps_model(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
-    """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors)."""
+    """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
+    if config.model.kind == "unet":
+        from .images.unet import UNet
+
+        if len(shape) != 3:
+            raise FewstepError(f"the U-Net epsilon-model takes images [C, H, W]; the data has shape {shape}")
+        m = config.model
+        return UNet(shape[0], shape[1], m.channels, m.channel_mult, m.num_res_blocks, m.attention_resolutions, m.dropout)
     if len(shape) != 1:
         raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}")
     m = config.model
