@@ -1,0 +1,131 @@
+"""diffusers interoperability: a ``UNet2DModel`` + ``DDPMScheduler`` saved by ``save_pretrained``
+becomes a fewstep epsilon-model and ``NoiseSchedule``; a fine-tuned model goes back out as a
+pipeline directory that ``diffusers.DDPMPipeline.from_pretrained`` loads.
+
+fewstep's model time input ``i`` has signal level ``alpha_bar[i]`` exactly as in diffusers, so the
+wrapper passes ``t`` straight through: ``eps = unet(x, t).sample``. The schedule is the
+scheduler's own ``betas`` (float32 in diffusers, widened to float64), so any beta_schedule
+(linear, scaled_linear, squaredcos_cap_v2, sigmoid, trained betas) is reproduced exactly.
+
+Supported: ``prediction_type="epsilon"`` and fixed variances (``fixed_small`` = beta_tilde,
+``fixed_large`` = beta). v-prediction, sample prediction, learned variances and dynamic
+thresholding change what the network outputs or how a step is taken, and are refused.
+
+The few-step sampler is recorded in ``fewstep_sampler.json`` at the pipeline root: the
+``timesteps`` in diffusers' order (descending, for ``pipe.scheduler.set_timesteps(timesteps=...)``)
+and the full step table. With ``variance_type="fixed_small"``, ``clip_sample=False`` and a
+sub-sequence that ends at 0, diffusers' DDPM step on those time-steps is the same Gaussian step
+as fewstep's ``ddpm_table(schedule, timesteps, "beta_tilde")``; fine-tuned tables with other
+settings are exact only through fewstep (``load_sampler``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import FewstepError
+from ..schedules import NoiseSchedule
+from ..steps import StepTable, table_from_dict, table_to_dict
+
+SAMPLER_FILE = "fewstep_sampler.json"
+VARIANCES = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde", "fixed_large": "beta", "fixed_large_log": "beta"}
+
+
+class DiffusersEps(nn.Module):
+    """A diffusers ``UNet2DModel`` as a fewstep epsilon-model: ``model(x, t) = unet(x, t).sample``."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t).sample
+
+
+@dataclass
+class DiffusersModel:
+    """What ``load_diffusers`` returns: the epsilon-model, its schedule, the diffusers scheduler,
+    and the fewstep ``sampler.variance`` matching the scheduler's ``variance_type``."""
+
+    model: DiffusersEps
+    schedule: NoiseSchedule
+    scheduler: object
+    variance: str
+
+
+def _read_config(directory: Path, name: str) -> dict:
+    file = directory / name
+    if not file.is_file():
+        raise FewstepError(f"{directory} has no {name}; expected a folder written by diffusers' save_pretrained")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise FewstepError(f"{file} is not valid JSON ({exc})") from None
+
+
+def check_scheduler_config(config: dict, source: str) -> str:
+    """The fewstep variance for a scheduler config, or a FewstepError naming what is unsupported."""
+    prediction = config.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise FewstepError(f"{source}: prediction_type {prediction!r} is not supported (fewstep needs epsilon-prediction)")
+    variance_type = config.get("variance_type", "fixed_small")
+    if variance_type not in VARIANCES:
+        raise FewstepError(f"{source}: variance_type {variance_type!r} (learned variance) is not supported; use fixed_small or fixed_large")
+    if config.get("thresholding", False):
+        raise FewstepError(f"{source}: dynamic thresholding is not supported by fewstep's Gaussian step tables")
+    return VARIANCES[variance_type]
+
+
+def load_diffusers(path: str | Path | None = None, unet: str | Path | None = None, scheduler: str | Path | None = None) -> DiffusersModel:
+    """Load a pipeline directory (with ``unet/`` and ``scheduler/``) or the two folders given apart."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    if path is not None:
+        path = Path(path)
+        if not path.is_dir():
+            raise FewstepError(f"diffusers pipeline directory {path} does not exist")
+        unet, scheduler = unet or path / "unet", scheduler or path / "scheduler"
+    if unet is None or scheduler is None:
+        raise FewstepError("give a pipeline directory, or both the unet and the scheduler folders")
+    unet, scheduler = Path(unet), Path(scheduler)
+    unet_config = _read_config(unet, "config.json")
+    if unet_config.get("_class_name") != "UNet2DModel":
+        raise FewstepError(f"{unet} holds a {unet_config.get('_class_name')!r}; fewstep loads unconditional UNet2DModel networks")
+    sched_config = _read_config(scheduler, "scheduler_config.json")
+    variance = check_scheduler_config(sched_config, str(scheduler))
+    try:
+        net = UNet2DModel.from_pretrained(str(unet), low_cpu_mem_usage=False)
+        sched = DDPMScheduler.from_config(sched_config)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise FewstepError(f"cannot load the diffusers model in {unet}: {str(exc).splitlines()[0]}") from None
+    name = "diffusers-" + str(sched_config.get("beta_schedule", "custom"))
+    schedule = NoiseSchedule(name, sched.betas.to(torch.float64).clone())
+    return DiffusersModel(DiffusersEps(net).eval(), schedule, sched, variance)
+
+
+def save_pipeline(path: str | Path, model: DiffusersEps, scheduler, table: StepTable | None = None) -> Path:
+    """Write ``model`` and ``scheduler`` as a DDPMPipeline directory, with the sampler's
+    time-steps and step table in ``fewstep_sampler.json``."""
+    from diffusers import DDPMPipeline
+
+    if not isinstance(model, DiffusersEps):
+        raise FewstepError("only diffusers-backed models (load_diffusers) can be written as a DDPMPipeline")
+    path = Path(path)
+    DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(str(path))
+    if table is not None:
+        timesteps = [int(round(float(t))) for t in table.t]
+        record = {"timesteps": timesteps, "num_inference_steps": table.K, "table": table_to_dict(table)}
+        (path / SAMPLER_FILE).write_text(json.dumps(record, indent=1))
+    return path
+
+
+def load_sampler(path: str | Path) -> StepTable:
+    """The step table recorded by ``save_pipeline`` in a pipeline directory."""
+    file = Path(path) / SAMPLER_FILE
+    if not file.is_file():
+        raise FewstepError(f"{path} has no {SAMPLER_FILE}: it was not written by fewstep with a sampler")
+    return table_from_dict(json.loads(file.read_text())["table"])

@@ -1,0 +1,226 @@
+"""Sample quality of images: Frechet distance and KID on features of a domain classifier.
+
+FID (Heusel et al. 2017) is the Frechet distance between Gaussians fitted to network features of
+real and generated images, ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2}); KID (Binkowski
+et al. 2018) is the unbiased MMD^2 of the same features with the cubic kernel
+(x.y / d + 1)^3, averaged over random subsets. Inception-v3 features mean little on 8x8 or 28x28
+digits, so fewstep trains a small classifier on the data set's labels and uses its penultimate
+layer (``num_features`` values), computed through torchmetrics' ``FrechetInceptionDistance`` and
+``KernelInceptionDistance`` with that module as their custom ``feature``. Numbers are therefore
+comparable between runs that share the classifier, not with published Inception FIDs. Inception
+features are used only from a weights file the user supplies (nothing is downloaded).
+
+Every score comes with the noise floor: the same metric between two disjoint halves of held-out
+real images, the value a perfect sampler would get at that sample size.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_checkpoint, load_module, module_tensors, save_checkpoint
+from ..errors import FewstepError
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN: three 3x3 conv layers (the last two of stride 2), global average pooling to
+    ``num_features`` values (the FID features), then a linear layer to the class logits."""
+
+    def __init__(self, in_channels: int, num_classes: int = 10, width: int = 32, num_features: int = 64):
+        super().__init__()
+        self.num_features = num_features
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * width, num_features, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class FeatureExtractor(nn.Module):
+    """The ``feature`` module handed to torchmetrics: images in [-1, 1] -> [B, num_features]."""
+
+    def __init__(self, classifier: DigitClassifier):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.num_features = classifier.num_features
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x.float())
+
+
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, epochs: int = 5, batch_size: int = 128, lr: float = 2e-3,
+    seed: int = 0, progress: bool = False,
+) -> DigitClassifier:
+    """Fit a ``DigitClassifier`` with Adam and cross-entropy (light shift augmentation of 1 pixel)."""
+    if labels is None:
+        raise FewstepError("this data set has no labels to train the FID classifier on; supply Inception weights instead")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = DigitClassifier(images.shape[1], int(labels.max()) + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in tqdm(range(epochs), desc="FID classifier", disable=not progress, leave=False):
+        perm = torch.randperm(len(images), generator=g)
+        for start in range(0, len(images), batch_size):
+            idx = perm[start : start + batch_size]
+            dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
+            x = torch.roll(images[idx], shifts=(dx, dy), dims=(2, 3))
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((model(images).argmax(1) == labels).float().mean())
+
+
+def classifier_features(
+    path: str | Path, images: torch.Tensor, labels: torch.Tensor | None, epochs: int = 5, seed: int = 0, progress: bool = False,
+) -> FeatureExtractor:
+    """The feature extractor of the classifier cached at ``path`` (safetensors), trained on
+    ``images``/``labels`` and written there first when the file does not exist."""
+    path = Path(path)
+    shape = list(images.shape[1:])
+    if path.is_file():
+        tensors, meta = load_checkpoint(path)
+        if meta.get("stage") != "fid-classifier" or meta.get("shape") != shape:
+            raise FewstepError(f"{path} is not a FID classifier for images of shape {shape} (it holds {meta.get('stage')} {meta.get('shape')})")
+        model = DigitClassifier(shape[0], meta["num_classes"])
+        load_module(model, "classifier", tensors, str(path))
+        return FeatureExtractor(model)
+    model = train_classifier(images, labels, epochs=epochs, seed=seed, progress=progress)
+    meta = {"stage": "fid-classifier", "shape": shape, "num_classes": model.head.out_features, "epochs": epochs, "seed": seed}
+    save_checkpoint(path, module_tensors("classifier", model), meta)
+    return FeatureExtractor(model)
+
+
+class InceptionFeatures(nn.Module):
+    """Inception-v3 pool features (2048) of images in [-1, 1], from a local FID weights file
+    (``pt_inception-2015-12-05-6726825d.pth``) through torch-fidelity."""
+
+    def __init__(self, weights_path: str | Path | None):
+        super().__init__()
+        if not weights_path or not Path(weights_path).is_file():
+            raise FewstepError(
+                f"Inception FID needs the FID Inception weights file (pt_inception-2015-12-05-6726825d.pth) on disk; "
+                f"{weights_path!r} is not a file and fewstep downloads nothing. Use the classifier features instead"
+            )
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path))
+        except (ImportError, ModuleNotFoundError):
+            raise FewstepError("Inception FID needs torch-fidelity (pip install torch-fidelity)") from None
+        self.num_features = 2048
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return self.net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+
+def fid_kid(
+    fake: torch.Tensor, real: torch.Tensor, features: nn.Module, kid_subsets: int = 50, kid_subset_size: int = 1000,
+    seed: int = 0, batch_size: int = 500,
+) -> dict[str, float]:
+    """FID and KID (mean over subsets) of ``fake`` against ``real`` images with ``features``."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+
+    n = min(len(fake), len(real))
+    if n < 2:
+        raise FewstepError(f"FID needs at least 2 images on each side; got {len(fake)} generated and {len(real)} real")
+    fid = FrechetInceptionDistance(feature=features, normalize=True)
+    kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, n), normalize=True)
+    for metric in (fid, kid):
+        for images, is_real in ((real, True), (fake, False)):
+            for start in range(0, len(images), batch_size):
+                metric.update(images[start : start + batch_size].float().cpu(), real=is_real)
+    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global generator
+        torch.manual_seed(seed)
+        kid_mean, _ = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean)}
+
+
+def evaluate_images(
+    samples: torch.Tensor, reference: torch.Tensor, features: nn.Module, seed: int = 0, **kwargs
+) -> dict[str, dict[str, float]]:
+    """FID/KID of ``samples`` and the noise floor, both against the first half of ``reference``.
+
+    ``reference`` (held-out real images, shuffled with ``seed``) is split in two disjoint halves
+    A and B of n = min(len(samples), len(reference) // 2) images: the model score compares n
+    samples with A, the floor compares B with A.
+    """
+    perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
+    n = min(len(samples), len(reference) // 2)
+    a, b = reference[perm[:n]], reference[perm[n : 2 * n]]
+    return {"model": fid_kid(samples[:n], a, features, seed=seed, **kwargs), "floor": fid_kid(b, a, features, seed=seed, **kwargs)}
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]."""
+    return ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile images [N, C, H, W] in [-1, 1] into one uint8 array [rows*(H+pad)+pad, ..., C]."""
+    arr = to_uint8(images)
+    n, h, w, c = arr.shape
+    rows = -(-n // nrow)
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = arr[i]
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -> None:
+    """A PNG sample grid (nearest-neighbour upscaled by ``scale``)."""
+    from PIL import Image
+
+    grid = image_grid(images, nrow)
+    im = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def grid_figure(panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, float], path: str | Path, nrow: int = 8) -> None:
+    """Sample grids side by side (titles carry each method's scores), the noise floor in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels):
+        grid = image_grid(images[: nrow * nrow], nrow)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle("noise floor (two halves of real data): " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in floor.items()), fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
