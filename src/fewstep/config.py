@@ -68,6 +68,19 @@ class SamplerConfig:
     variance: str = opt("beta", "step variance Sigma of eq. 3: beta or beta_tilde", choices=("beta", "beta_tilde"))
     noise_at_last_step: bool = opt(True, "add noise at the last step (needed by policy-gradient fine-tuning)")
     timesteps: list[int] | None = opt(None, "increasing sub-sequence of [0, T-1] to sample on; null = all T steps")
+    kind: str = opt("ddpm", "sampler: ddpm (ancestral, eq. 3), ddim, fastdpm, analytic_dpm, dpm_solver_2m (multistep ODE)",
+                    choices=("ddpm", "ddim", "fastdpm", "analytic_dpm", "dpm_solver_2m"))
+    steps: int | None = opt(None, "number of steps K for kinds other than ddpm when timesteps is null", min=1)
+    spacing: str = opt("uniform", "how K steps are spaced when timesteps is null: uniform in time, quadratic, "
+                       "uniform in log-SNR, karras (EDM rho=7)", choices=("uniform", "quadratic", "logsnr", "karras"))
+    eta: float = opt(0.0, "DDIM stochasticity (0: deterministic, 1: ancestral DDPM on the same steps)", min=0.0)
+    fastdpm_approach: str = opt("STEP", "FastDPM: STEP (sub-sequence of steps) or VAR (short variance schedule)", choices=("STEP", "VAR"))
+    fastdpm_schedule: str = opt("linear", "FastDPM sub-sequence (STEP) or variance schedule (VAR): linear or quadratic", choices=("linear", "quadratic"))
+    kappa: float = opt(0.0, "FastDPM noise scale of the reverse process (0: deterministic, 1: full)", min=0.0, max=1.0)
+    fastdpm_reverse: str = opt("ddim", "FastDPM reverse process: ddpm (posterior mean) or ddim (eta = kappa)", choices=("ddpm", "ddim"))
+    analytic_mean: str = opt("ddpm", "Analytic-DPM mean: ddpm (Markov posterior) or ddim (lambda = 0)", choices=("ddpm", "ddim"))
+    analytic_gamma: list[float] | None = opt(None, "Analytic-DPM Gamma_n per step (increasing time), estimated on data by "
+                                             "fewstep.samplers.estimate_gamma; required for kind analytic_dpm")
 
 
 @dataclass

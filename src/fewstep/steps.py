@@ -110,7 +110,11 @@ def ddpm_table(
 def table_from_config(config, schedule: NoiseSchedule) -> StepTable:
     """The step table that ``config.sampler`` describes for a model trained on ``schedule``."""
     s = config.sampler
-    return ddpm_table(schedule, s.timesteps, s.variance, s.noise_at_last_step)
+    if getattr(s, "kind", "ddpm") == "ddpm":
+        return ddpm_table(schedule, s.timesteps, s.variance, s.noise_at_last_step)
+    from .samplers.from_config import table_for_kind  # lazy: the samplers import this module
+
+    return table_for_kind(s, schedule)
 
 
 def table_to_dict(table: StepTable) -> dict:
