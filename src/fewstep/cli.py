@@ -50,7 +50,9 @@ def open_run(run_dir: str | None, config_path, overrides, resume: bool, default_
         return Run.resume(run_dir, apply_overrides({}, list(overrides)))
     config = load_config(config_path, overrides)
     path = Path(run_dir) if run_dir else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (path / "config.yaml").exists():
+    from .distributed import is_main_process
+
+    if (path / "config.yaml").exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
         raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
     return Run(path, config)
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors, check_matches
 from .config import Config, to_dict
 from .data import DataSource
+from .distributed import average, average_gradients, broadcast_parameters, setup
 from .models import EMA, build_eps_model, save_model
 from .runs import Run
 from .schedules import NoiseSchedule, make_schedule
@@ -33,7 +34,8 @@ class EpsilonLoss:
     timesteps: torch.Tensor | None = None
     weights: torch.Tensor | None = None
 
-    def __call__(self, model: torch.nn.Module, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, model: torch.nn.Module, x0: torch.Tensor, generator: torch.Generator, rows: slice | None = None) -> torch.Tensor:
+        """``rows``: draw the random numbers of the whole batch, keep these rows (data-parallel shards)."""
         n = x0.shape[0]
         if self.timesteps is None:
             t = torch.randint(0, self.schedule.T, (n,), generator=generator)
@@ -43,6 +45,8 @@ class EpsilonLoss:
             t = self.timesteps[pick]
             w = None if self.weights is None else self.weights[pick].to(x0)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+        if rows is not None:
+            x0, t, eps, w = x0[rows], t[rows], eps[rows], None if w is None else w[rows]
         ab = self.schedule.alpha_bar[t].to(x0).view(-1, *([1] * (x0.ndim - 1)))
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
         loss = (model(x_t, t.to(x0)) - eps).pow(2).flatten(1).mean(1)
@@ -61,13 +65,17 @@ def pretrain(
     Writes ``checkpoints/pretrain.safetensors`` every ``pretrain.checkpoint_every`` steps and at
     the end; with ``resume`` continues from it (same weights as an uninterrupted run).
     ``callback(step, loss)`` runs after every step (tests use it to interrupt a run).
+    Under torchrun each process trains on its share of every batch and only rank 0 writes
+    (see ``fewstep.distributed``).
     """
     cfg = config.pretrain
-    device = torch.device(config.device)
+    ctx = setup(config.device)
+    device, rows = ctx.device, ctx.rows(cfg.batch_size)
     data = DataSource(config.data).train().to(device)
     schedule = make_schedule(config.schedule.kind, config.schedule.T)
     torch.manual_seed(config.seed)
     model = build_eps_model(config, tuple(data.shape[1:])).to(device)
+    broadcast_parameters(model, ctx)
     ema = EMA(model, cfg.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(config.seed)
@@ -83,7 +91,8 @@ def pretrain(
         load_optimizer(optimizer, "optim", tensors, meta["optim"])
         generator.set_state(tensors["rng.batches"])
         start = meta["step"]
-        run.truncate_metrics("pretrain", start)
+        if ctx.is_main:
+            run.truncate_metrics("pretrain", start)
 
     def save(step: int) -> None:
         opt_tensors, opt_meta = optimizer_tensors("optim", optimizer)
@@ -91,22 +100,23 @@ def pretrain(
         save_model(path, ema.model, config, data.shape[1:], "pretrain", extra, {"step": step, "optim": opt_meta})
 
     running = []
-    bar = tqdm(range(start, cfg.steps), desc="pretrain", disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc="pretrain", disable=not (progress and ctx.is_main), initial=start, total=cfg.steps)
     for step in bar:
         idx = torch.randint(0, len(data), (cfg.batch_size,), generator=generator)
-        loss = loss_fn(model, data[idx.to(device)], generator).mean()
+        loss = loss_fn(model, data[idx.to(device)], generator, rows).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(model, ctx)
         optimizer.step()
         ema.update(model)
-        running.append(loss.item())
+        running.append(average(loss.item(), ctx))
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if (done % cfg.log_every == 0 or done == cfg.steps) and ctx.is_main:
             mean_loss = sum(running) / len(running)
             run.log({"stage": "pretrain", "step": done, "loss": mean_loss})
             bar.set_postfix(loss=f"{mean_loss:.4f}")
             running = []
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and ctx.is_main:
             save(done)
         if callback is not None:
             callback(done, loss.item())
