@@ -233,3 +233,19 @@ def test_pretrain_unet_on_digits(tmp_path):
     loaded, _, meta = load_model(run.checkpoint("pretrain"))
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 5.0])
     assert meta["shape"] == [1, 8, 8] and torch.allclose(loaded(x, t), model(x, t))
+
+
+def test_classifier_features_are_cached_and_standardised(tmp_path):
+    from fewstep.images.fid import accuracy, classifier_features
+
+    x, y = load_images("digits")
+    path = tmp_path / "clf.safetensors"
+    first = classifier_features(path, x[:600], y[:600], epochs=4)
+    assert path.is_file()
+    feats = first(x[:600])
+    assert torch.allclose(feats.mean(0), torch.zeros(first.num_features), atol=1e-4)
+    assert accuracy(first.classifier, x[1200:], y[1200:]) > 0.5  # learnt something (10 classes: chance 0.1)
+    again = classifier_features(path, x[:600], None)  # loaded, not retrained (no labels needed)
+    assert torch.equal(again(x[:50]), first(x[:50]))
+    with pytest.raises(FewstepError, match="not a FID classifier"):
+        classifier_features(path, torch.zeros(4, 1, 5, 5), None)

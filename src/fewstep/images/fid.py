@@ -30,8 +30,9 @@ from ..errors import FewstepError
 
 
 class DigitClassifier(nn.Module):
-    """A small CNN: three 3x3 conv layers (the last two of stride 2), global average pooling to
-    ``num_features`` values (the FID features), then a linear layer to the class logits."""
+    """A small CNN: three 3x3 conv layers (the last two of stride 2), average pooling to 2x2, a
+    linear layer to ``num_features`` values with ReLU (the FID features, like Inception's pool
+    layer), then a linear layer to the class logits."""
 
     def __init__(self, in_channels: int, num_classes: int = 10, width: int = 32, num_features: int = 64):
         super().__init__()
@@ -39,8 +40,8 @@ class DigitClassifier(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, num_features, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * width, num_features), nn.ReLU(),
         )
         self.head = nn.Linear(num_features, num_classes)
 
@@ -52,20 +53,35 @@ class DigitClassifier(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """The ``feature`` module handed to torchmetrics: images in [-1, 1] -> [B, num_features]."""
+    """The ``feature`` module handed to torchmetrics: images in [-1, 1] -> [B, num_features].
 
-    def __init__(self, classifier: DigitClassifier):
+    Features are standardised by ``mean`` and ``std`` (those of the classifier's training images),
+    so FID is in units of the real data's feature spread and KID's cubic kernel sees unit-scale
+    inputs, whatever the classifier's activation scale.
+    """
+
+    def __init__(self, classifier: DigitClassifier, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.num_features = classifier.num_features
+        self.register_buffer("mean", torch.zeros(self.num_features) if mean is None else mean.float())
+        self.register_buffer("std", torch.ones(self.num_features) if std is None else std.float())
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x.float())
+        return (self.classifier.features(x.float()) - self.mean) / self.std
+
+    @classmethod
+    @torch.no_grad()
+    def fitted(cls, classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 1000) -> "FeatureExtractor":
+        """The extractor standardised on ``images`` (std floored at 1e-3 of its mean for dead units)."""
+        feats = torch.cat([classifier.eval().features(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
+        std = feats.std(0)
+        return cls(classifier, feats.mean(0), std.clamp(min=1e-3 * float(std.mean()) + 1e-12))
 
 
 def train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, epochs: int = 5, batch_size: int = 128, lr: float = 2e-3,
+    images: torch.Tensor, labels: torch.Tensor, epochs: int = 5, batch_size: int = 64, lr: float = 2e-3,
     seed: int = 0, progress: bool = False,
 ) -> DigitClassifier:
     """Fit a ``DigitClassifier`` with Adam and cross-entropy (light shift augmentation of 1 pixel)."""
@@ -106,11 +122,12 @@ def classifier_features(
             raise FewstepError(f"{path} is not a FID classifier for images of shape {shape} (it holds {meta.get('stage')} {meta.get('shape')})")
         model = DigitClassifier(shape[0], meta["num_classes"])
         load_module(model, "classifier", tensors, str(path))
-        return FeatureExtractor(model)
+        return FeatureExtractor(model, tensors["stats.mean"], tensors["stats.std"])
     model = train_classifier(images, labels, epochs=epochs, seed=seed, progress=progress)
+    extractor = FeatureExtractor.fitted(model, images)
     meta = {"stage": "fid-classifier", "shape": shape, "num_classes": model.head.out_features, "epochs": epochs, "seed": seed}
-    save_checkpoint(path, module_tensors("classifier", model), meta)
-    return FeatureExtractor(model)
+    save_checkpoint(path, {**module_tensors("classifier", model), "stats.mean": extractor.mean, "stats.std": extractor.std}, meta)
+    return extractor
 
 
 class InceptionFeatures(nn.Module):
