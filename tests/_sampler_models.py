@@ -7,17 +7,27 @@ from fewstep.nets import TimeMLP
 from fewstep.samplers.spacings import alpha_bar_at
 
 
-class GaussianEps:
-    """The exact E[eps | x_t] for data N(mu, s^2 I): sqrt(1-ab) (x - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
+class GaussianEps(torch.nn.Module):
+    """The exact E[eps | x_t] for data N(mu, s^2 I): sqrt(1-ab) (x - sqrt(ab) mu) / (ab s^2 + 1 - ab).
+
+    A module (with one unused float64 parameter) so code that asks a model for its dtype accepts it.
+    """
 
     def __init__(self, schedule, mu, s):
+        super().__init__()
         self.schedule, self.mu, self.s = schedule, torch.as_tensor(mu, dtype=torch.float64), float(s)
+        self.unused = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
 
-    def __call__(self, x, t):
+    def forward(self, x, t):
         t = t.double().cpu()
-        if (t == t[0]).all():  # one time for the whole batch (sampling): compute it once
+        if not t.requires_grad and (t == t[0]).all():  # one time for the whole batch (sampling): compute it once
             t = t[:1]
-        ab = alpha_bar_at(self.schedule, t).to(x).view(-1, *([1] * (x.ndim - 1)))
+        if t.requires_grad:  # differentiable in t (schedule optimisation)
+            from fewstep.schedule_opt import log_alpha_bar
+
+            ab = log_alpha_bar(self.schedule, t).exp().to(x).view(-1, *([1] * (x.ndim - 1)))
+        else:
+            ab = alpha_bar_at(self.schedule, t).to(x).view(-1, *([1] * (x.ndim - 1)))
         return (1 - ab).sqrt() * (x - ab.sqrt() * self.mu.to(x)) / (ab * self.s**2 + 1 - ab)
 
 

@@ -1,0 +1,61 @@
+"""Phase 2: fine-tune the epsilon-model at the K chosen time-steps, and alternate with Phase 1.
+
+The epsilon-loss of pretraining (:class:`fewstep.pretrain.EpsilonLoss`) restricted to the
+model times the sampler evaluates, t_0..t_{K-1} (rounded to the integer times the loss can
+noise data at), weighted uniformly or by the discretisation-loss weights w_i (normalised to
+mean 1), with a small learning rate. ``alternate`` runs R rounds of (Phase 1 on the current
+model, Phase 2 at the steps it chose).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import FewstepError
+from ..pretrain import EpsilonLoss
+from ..schedules import NoiseSchedule
+from .discretisation import loss_weights
+from .optimise import ScheduleResult
+
+WEIGHTINGS = ("uniform", "w")
+
+
+def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: torch.Tensor, data: torch.Tensor,
+                      weighting: str = "uniform", steps: int = 1000, lr: float = 1e-4, batch_size: int = 256,
+                      seed: int = 0, progress: bool = False) -> torch.nn.Module:
+    """A fine-tuned copy of ``model`` at the evaluated steps of decreasing ``times`` (t_0..t_{K-1})."""
+    if weighting not in WEIGHTINGS:
+        raise FewstepError(f"unknown Phase 2 weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    times = torch.as_tensor(times, dtype=torch.float64)
+    steps_int = times[:-1].round().long().clamp(0, schedule.T - 1)
+    weights = None
+    if weighting == "w":
+        w, _ = loss_weights(schedule, times)
+        weights = (w / w.mean()).float()
+    loss_fn = EpsilonLoss(schedule, steps_int, weights)
+    tuned = copy.deepcopy(model).train().requires_grad_(True)
+    dtype = next(tuned.parameters()).dtype
+    opt = torch.optim.Adam(tuned.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="finetune at steps", disable=not progress, leave=False):
+        x0 = data[torch.randint(0, len(data), (batch_size,), generator=gen)].to(dtype)
+        loss = loss_fn(tuned, x0, gen).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return tuned.eval()
+
+
+def alternate(model: torch.nn.Module, schedule: NoiseSchedule, data: torch.Tensor,
+              phase1: Callable[[torch.nn.Module], ScheduleResult], rounds: int = 2, **phase2) -> tuple[torch.nn.Module, ScheduleResult]:
+    """R rounds of Phase 1 (``phase1(model)``) then Phase 2 at its steps; returns the model and last schedule."""
+    if rounds < 1:
+        raise FewstepError(f"rounds must be >= 1, got {rounds}")
+    seed = phase2.pop("seed", 0)
+    for r in range(rounds):
+        result = phase1(model)
+        model = finetune_at_steps(model, schedule, result.times, data, seed=seed + r, **phase2)
+    return model, result
