@@ -84,6 +84,29 @@ class SamplerConfig:
 
 
 @dataclass
+class ScheduleOptConfig:
+    """Few-step schedule optimisation (issue 4): the discretisation loss (Phase 1) and fine-tuning at the steps (Phase 2)."""
+
+    steps: int = opt(4, "number of model evaluations K of the optimised sampler (NFE)", min=1)
+    method: str = opt("dp", "Phase 1 optimiser: dp (exact on a grid of candidate times) or adam (cumulative-softmax "
+                      "logits, early-stopped on held-out sliced W2)", choices=("dp", "adam"))
+    grid_size: int = opt(200, "candidate times per spacing of the dp grid (union of time- and log-SNR-uniform)", min=3)
+    n_mc: int = opt(2048, "training points of the Monte-Carlo estimate of the loss on the grid", min=1)
+    init_spacing: str = opt("logsnr", "initial schedule of adam", choices=("uniform", "quadratic", "logsnr", "karras"))
+    adam_steps: int = opt(300, "Adam iterations of the adam optimiser", min=0)
+    adam_lr: float = opt(0.05, "Adam learning rate on the logits", min=0.0)
+    adam_batch: int = opt(512, "training points per Adam iteration", min=1)
+    eval_every: int = opt(25, "Adam iterations between held-out sliced-W2 evaluations (early stopping)", min=1)
+    patience: int = opt(4, "evaluations without improvement before adam stops", min=1)
+    eval_samples: int = opt(2000, "samples and held-out data points of the early-stopping metric", min=2)
+    finetune_steps: int = opt(1000, "Phase 2 optimiser steps per round", min=0)
+    finetune_lr: float = opt(1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)", min=0.0)
+    finetune_batch: int = opt(256, "Phase 2 training points per step", min=1)
+    weighting: str = opt("uniform", "Phase 2 weights of the K steps: uniform, or w (the loss weights w_i)", choices=("uniform", "w"))
+    rounds: int = opt(1, "rounds R of (Phase 1, Phase 2) in `fewstep schedule finetune`", min=1)
+
+
+@dataclass
 class EvalConfig:
     n_samples: int = opt(10_000, "generated and data points compared (paper: 10K)", min=2)
     sliced_projections: int = opt(100, "random directions of sliced W2", min=1)
@@ -100,6 +123,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    schedule_opt: ScheduleOptConfig = field(default_factory=ScheduleOptConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
 
