@@ -167,5 +167,9 @@ def quickstart(run_dir, overrides, resume, quiet):
     click.echo(f"run directory: {run.path}")
 
 
+from .cli_schedule import schedule_group  # noqa: E402  (registered last: it imports helpers from this module)
+
+main.add_command(schedule_group)
+
 if __name__ == "__main__":
     main()

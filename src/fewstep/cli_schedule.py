@@ -1,0 +1,92 @@
+"""`fewstep schedule`: optimise a pretrained model's few-step schedule (Phase 1) and fine-tune at it (Phase 2)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .cli import CONFIG_HELP, SET_HELP, friendly
+from .errors import FewstepError
+
+
+def _open(checkpoint: str, run_dir: str | None, config_path, overrides, name: str):
+    """The checkpoint's model, and a new run whose config is the checkpoint's with --config/--set applied."""
+    import yaml
+
+    from .config import Config, apply_overrides, from_dict, to_dict, validate
+    from .models import load_model
+    from .runs import Run
+
+    model, config, meta = load_model(checkpoint)
+    data = to_dict(config)
+    if config_path:
+        if not Path(config_path).is_file():
+            raise FewstepError(f"config file {config_path} does not exist")
+        for section, values in (yaml.safe_load(Path(config_path).read_text()) or {}).items():
+            if isinstance(values, dict) and isinstance(data.get(section), dict):
+                data[section].update(values)
+            else:
+                data[section] = values
+    config = from_dict(Config, apply_overrides(data, list(overrides)))
+    validate(config)
+    if to_dict(config.model) != to_dict(from_dict(Config, meta["config"]).model):
+        raise FewstepError("--config/--set may not change the model section of a trained checkpoint")
+    path = Path(run_dir) if run_dir else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (path / "config.yaml").exists():
+        raise FewstepError(f"run directory {path} already holds a run; choose another --run-dir")
+    return model, Run(path, config), meta
+
+
+def _options(fn):
+    fn = click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                      help=SET_HELP + " The schedule_opt section holds this command's settings.")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                      help=CONFIG_HELP + " Applied on top of the checkpoint's config.")(fn)
+    fn = click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+                      help="New run directory for the schedule, checkpoint and summary (default: runs/<command>-<time>).")(fn)
+    fn = click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, exists=True),
+                      help="Checkpoint of a pretrained epsilon-model (e.g. runs/.../checkpoints/pretrain.safetensors).")(fn)
+    return fn
+
+
+@click.group("schedule")
+def schedule_group():
+    """Few-step schedules for a pretrained model (issue 4).
+
+    `optimise` picks the K model times of a deterministic first-order sampler by minimising this
+    project's discretisation loss (exactly on a grid with `schedule_opt.method=dp`, or by Adam with
+    early stopping on held-out sliced W2 with `method=adam`). `finetune` alternates that with
+    fine-tuning the model at the chosen steps. Both save a checkpoint recording the sampler, so
+    `fewstep sample --checkpoint RUN/checkpoints/<stage>.safetensors` uses it.
+    """
+
+
+@schedule_group.command("optimise")
+@_options
+@friendly
+def optimise(checkpoint, run_dir, config_path, overrides, quiet):
+    """Phase 1: optimise the K-step schedule (K = schedule_opt.steps); writes checkpoints/schedule.safetensors."""
+    from .schedule_opt.jobs import optimise_job
+
+    model, run, meta = _open(checkpoint, run_dir, config_path, overrides, "schedule")
+    scores = optimise_job(run, model, tuple(meta["shape"]), progress=not quiet)
+    click.echo((run.path / "summary.md").read_text().strip())
+    click.echo(f"checkpoint: {run.checkpoint('schedule')}")
+    return scores
+
+
+@schedule_group.command("finetune")
+@_options
+@click.option("--keep-schedule", is_flag=True,
+              help="Phase 2 only, at the schedule recorded in --checkpoint (from `fewstep schedule optimise`).")
+@friendly
+def finetune(checkpoint, run_dir, config_path, overrides, quiet, keep_schedule):
+    """Phase 1 + 2 for schedule_opt.rounds rounds; writes checkpoints/schedule_finetune.safetensors."""
+    from .schedule_opt.jobs import finetune_job
+
+    model, run, meta = _open(checkpoint, run_dir, config_path, overrides, "schedule-finetune")
+    finetune_job(run, model, tuple(meta["shape"]), meta, keep_schedule, progress=not quiet)
+    click.echo((run.path / "summary.md").read_text().strip())
+    click.echo(f"checkpoint: {run.checkpoint('schedule_finetune')}")

@@ -1,0 +1,101 @@
+"""The `fewstep schedule` jobs: Phase 1 (optimise) and Phase 1 + 2 (finetune) on a checkpoint, saved with the run.
+
+Each job writes ``checkpoints/<stage>.safetensors`` whose metadata records the step table (key
+``table``, so ``fewstep sample`` and ``fewstep evaluate`` use it) and the schedule times (key
+``schedule_times``), ``schedule.json`` with the times and table, and scores beside the noise floor.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from ..config import Config
+from ..data import DataSource
+from ..errors import FewstepError
+from ..evaluation import evaluate_sampler, format_scores
+from ..metrics import sliced_w2
+from ..models import save_model
+from ..rollout import sample
+from ..runs import Run
+from ..samplers import ddim_table, spacing
+from ..schedules import make_schedule
+from ..steps import table_to_dict
+from .discretisation import bound_sampler_table
+from .finetune import finetune_at_steps
+from .optimise import ScheduleResult, optimise_adam, optimise_dp
+
+
+def heldout_metric(config: Config, schedule, model, shape):
+    """Sliced W2 of the bound's sampler at ``times`` against held-out data (fixed noise): the early-stopping metric."""
+    cfg = config.schedule_opt
+    heldout = DataSource(config.data).draw(cfg.eval_samples, config.evaluate.seed + 101)
+
+    def metric(times: torch.Tensor) -> float:
+        samples = sample(model, bound_sampler_table(schedule, times), cfg.eval_samples, shape, seed=config.evaluate.seed + 102)
+        return sliced_w2(samples, heldout, config.evaluate.sliced_projections, seed=config.evaluate.seed)
+
+    return metric
+
+
+def phase1(model, config: Config, data: torch.Tensor, progress: bool = False) -> ScheduleResult:
+    """Optimise the K-step schedule of ``model`` with the configured method."""
+    cfg = config.schedule_opt
+    schedule = make_schedule(config.schedule.kind, config.schedule.T)
+    if cfg.steps > schedule.T - 1:
+        raise FewstepError(f"schedule_opt.steps={cfg.steps} needs a schedule with more than {cfg.steps} steps (T={schedule.T})")
+    if cfg.method == "dp":
+        return optimise_dp(model, schedule, cfg.steps, data, grid_size=cfg.grid_size, n_mc=cfg.n_mc, seed=config.seed)
+    init = spacing(cfg.init_spacing, schedule, cfg.steps + 1).flip(0)
+    metric = heldout_metric(config, schedule, model, tuple(data.shape[1:]))
+    return optimise_adam(model, schedule, init, data, metric, cfg.adam_steps, cfg.adam_lr, cfg.adam_batch,
+                         cfg.eval_every, cfg.patience, config.seed, progress)
+
+
+def _save(run: Run, stage: str, model, config: Config, shape, times: torch.Tensor, extra: dict) -> dict:
+    schedule = make_schedule(config.schedule.kind, config.schedule.T)
+    table = bound_sampler_table(schedule, times)
+    record = {"schedule_times": times.tolist(), "table": table_to_dict(table), **extra}
+    save_model(run.checkpoint(stage), model, config, shape, stage, extra_meta=record)
+    (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
+    _, scores = evaluate_sampler(model, table, config)
+    baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
+    _, base_scores = evaluate_sampler(model, baseline, config)
+    run.log({"stage": stage, "step": 0, "times": times.tolist(), **scores, "ddim_uniform": base_scores["model"]})
+    lines = [f"# fewstep schedule {stage} (K={len(times) - 1})", "",
+             f"times: {[round(float(t), 2) for t in times]}",
+             f"optimised schedule: {format_scores(scores)}",
+             f"DDIM, uniform steps: {format_scores(base_scores)}", ""]
+    run.write_summary("\n".join(lines))
+    return {"optimised": scores, "ddim_uniform": base_scores}
+
+
+def optimise_job(run: Run, model, shape, progress: bool = False) -> dict:
+    """Phase 1 on ``model``; saves ``checkpoints/schedule.safetensors`` (same weights, optimised table)."""
+    config = run.config
+    started = time.time()
+    result = phase1(model, config, DataSource(config.data).train(), progress)
+    return _save(run, "schedule", model, config, shape, result.times,
+                 {"phase1_loss": result.loss, "seconds": time.time() - started})
+
+
+def finetune_job(run: Run, model, shape, meta: dict, keep_schedule: bool = False, progress: bool = False) -> dict:
+    """R rounds of Phase 1 then Phase 2 (or Phase 2 only at the checkpoint's schedule with ``keep_schedule``)."""
+    config, cfg = run.config, run.config.schedule_opt
+    schedule = make_schedule(config.schedule.kind, config.schedule.T)
+    data = DataSource(config.data).train()
+    started = time.time()
+    if keep_schedule:
+        if not meta.get("schedule_times"):
+            raise FewstepError("--keep-schedule needs a checkpoint written by `fewstep schedule optimise`")
+        rounds, times = [None] * cfg.rounds, torch.tensor(meta["schedule_times"], dtype=torch.float64)
+    else:
+        rounds = range(cfg.rounds)
+    for r in rounds:
+        if not keep_schedule:
+            times = phase1(model, config, data, progress).times
+        model = finetune_at_steps(model, schedule, times, data, cfg.weighting, cfg.finetune_steps, cfg.finetune_lr,
+                                  cfg.finetune_batch, config.seed + (r or 0), progress)
+    return _save(run, "schedule_finetune", model, config, shape, times,
+                 {"rounds": cfg.rounds, "keep_schedule": keep_schedule, "seconds": time.time() - started})

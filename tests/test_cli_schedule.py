@@ -1,0 +1,52 @@
+"""`fewstep schedule optimise/finetune` end to end on a tiny model: the schedule is recorded and used by `sample`."""
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from fewstep.cli import main
+from fewstep.models import load_model, table_for_checkpoint
+
+TINY = ["schedule.kind=linear", "schedule.T=100", "pretrain.steps=30", "pretrain.batch_size=64", "data.n_train=500",
+        "model.hidden=[16, 16]", "evaluate.n_samples=200"]
+FAST = ["schedule_opt.steps=3", "schedule_opt.grid_size=15", "schedule_opt.n_mc=128", "schedule_opt.finetune_steps=5"]
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def test_optimise_then_sample_and_finetune(tmp_path):
+    runner = CliRunner()
+    pre = runner.invoke(main, ["pretrain", "--run-dir", str(tmp_path / "pre"), "--quiet", *_sets(TINY)])
+    assert pre.exit_code == 0, pre.output
+    ckpt = tmp_path / "pre" / "checkpoints" / "pretrain.safetensors"
+    out = runner.invoke(main, ["schedule", "optimise", "--checkpoint", str(ckpt), "--run-dir", str(tmp_path / "opt"),
+                               "--quiet", *_sets(FAST)])
+    assert out.exit_code == 0, out.output
+    assert "floor" in out.output
+    sched_ckpt = tmp_path / "opt" / "checkpoints" / "schedule.safetensors"
+    record = json.loads((tmp_path / "opt" / "schedule.json").read_text())
+    assert len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
+    model, config, meta = load_model(sched_ckpt)
+    table = table_for_checkpoint(config, meta)
+    assert table.K == 3 and table.t.tolist() == record["schedule_times"][:-1]
+    res = runner.invoke(main, ["sample", "--checkpoint", str(sched_ckpt), "-n", "10", "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0 and "(3 steps)" in res.output, res.output
+    assert np.load(tmp_path / "s.npy").shape == (10, 2)
+
+    fin = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(sched_ckpt), "--run-dir", str(tmp_path / "fin"),
+                               "--keep-schedule", "--quiet"])
+    assert fin.exit_code == 0, fin.output
+    meta = load_model(tmp_path / "fin" / "checkpoints" / "schedule_finetune.safetensors")[2]
+    assert meta["schedule_times"] == record["schedule_times"]
+
+
+def test_bad_input_is_one_line(tmp_path):
+    runner = CliRunner()
+    pre = runner.invoke(main, ["pretrain", "--run-dir", str(tmp_path / "pre"), "--quiet", *_sets(TINY)])
+    ckpt = str(tmp_path / "pre" / "checkpoints" / "pretrain.safetensors")
+    bad = runner.invoke(main, ["schedule", "optimise", "--checkpoint", ckpt, "--set", "schedule_opt.method=magic"])
+    assert bad.exit_code == 2 and "schedule_opt.method" in bad.output
+    keep = runner.invoke(main, ["schedule", "finetune", "--checkpoint", ckpt, "--run-dir", str(tmp_path / "f"), "--keep-schedule"])
+    assert keep.exit_code == 2 and "--keep-schedule" in keep.output
