@@ -95,7 +95,7 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A fewstep checkpoint (.safetensors).")
 @click.option("-n", "--num-samples", default=10_000, show_default=True, type=click.IntRange(min=1), help="Samples to draw.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Sample i depends only on (seed, i), not on the batch size.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Sample i depends only on (seed, i), not on the batch size.")
 @click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(min=1), help="Samples per batch.")
 @click.option("--out", default="samples.npy", show_default=True, type=click.Path(dir_okay=False), help="Output .npy file [n, D].")
 @click.option("--figure", type=click.Path(dir_okay=False), default=None, help="Also write a scatter plot (2-D data) to this PNG.")
@@ -137,8 +137,12 @@ def evaluate(checkpoint, samples, config_path, overrides, out):
         if config_path or overrides:
             from .config import apply_overrides, from_dict, to_dict, validate, Config
 
-            config = from_dict(Config, apply_overrides(to_dict(config), list(overrides)))
-            validate(config)
+            if config_path:
+                config = load_config(config_path, overrides)
+            else:
+                config = from_dict(Config, apply_overrides(to_dict(config), list(overrides)))
+                validate(config)
+            model, config, meta = load_model(checkpoint, config)  # its model and schedule must match the config
         table = table_for_checkpoint(config, meta)
         _, result = evaluate_sampler(model, table, config, progress=True)
     else:
@@ -161,7 +165,8 @@ def quickstart(run_dir, overrides, resume, quiet):
     """The main job end to end on the swiss roll, in a few minutes on a laptop CPU."""
     from .quickstart import QUICKSTART_DEFAULTS, run_quickstart
 
-    run = open_run(run_dir, None, [*QUICKSTART_DEFAULTS, *overrides], resume, "quickstart")
+    # on --resume the run keeps its recorded config: re-applying the defaults would undo its overrides
+    run = open_run(run_dir, None, list(overrides) if resume else [*QUICKSTART_DEFAULTS, *overrides], resume, "quickstart")
     summary = run_quickstart(run, resume=resume, progress=not quiet)
     click.echo(summary)
     click.echo(f"run directory: {run.path}")

@@ -7,6 +7,7 @@ Each field carries its meaning in ``help`` (shown by ``fewstep config``) and its
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
             raise FewstepError(f"config key {key} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FewstepError(f"config key {key} must be a number, got {value!r}")
         return float(value)

@@ -54,6 +54,8 @@ def load_model(path: str | Path, config: Config | None = None) -> tuple[torch.nn
     With ``config`` given, the checkpoint's model and schedule sections must match it.
     """
     tensors, meta = load_checkpoint(path)
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("shape"), list):
+        raise FewstepError(f"checkpoint {path} holds no model record (config and data shape); it is damaged or not a model checkpoint")
     saved = from_dict(Config, meta.get("config"))
     if config is not None:
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))

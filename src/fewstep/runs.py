@@ -45,6 +45,11 @@ class Run:
                 data[section] = values
         config = from_dict(Config, data)
         validate(config)
+        recorded = from_dict(Config, cls.saved_config(path))
+        for section in ("model", "schedule"):  # checked before config.yaml is rewritten: nothing is lost
+            new, old = to_dict(getattr(config, section)), to_dict(getattr(recorded, section))
+            for key in sorted(k for k in new if new[k] != old.get(k)):
+                raise FewstepError(f"--resume cannot change {section}.{key}: the run at {path} was made with {old.get(key)!r}, not {new[key]!r}")
         return cls(path, config)
 
     def checkpoint(self, name: str) -> Path:
