@@ -5,6 +5,7 @@ import torch
 
 from .config import Config
 from .data import DataSource
+from .errors import FewstepError
 from .metrics import Scores, score
 from .rollout import EpsModel, sample
 from .steps import StepTable
@@ -14,6 +15,8 @@ def evaluate_samples(samples: torch.Tensor, config: Config, data: DataSource | N
     """W2 and sliced W2 of ``samples`` against a fresh data draw, and the noise floor."""
     cfg = config.evaluate
     data = data or DataSource(config.data)
+    if tuple(samples.shape[1:]) != tuple(data.shape):
+        raise FewstepError(f"samples have shape {tuple(samples.shape[1:])} per point but the {config.data.name} data has {tuple(data.shape)}")
     n = len(samples)
     reference = data.draw(n, cfg.seed)
     floor_a, floor_b = data.floor_pair(n, cfg.seed + 1)
