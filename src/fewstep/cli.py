@@ -63,8 +63,8 @@ def main():
     """fewstep: make pretrained diffusion models sample well in few steps.
 
     Typical use: `fewstep quickstart` runs the whole job on the swiss roll. The stages are
-    `pretrain` (train a DDPM), `sample` (draw from a checkpoint) and `evaluate` (W2 against the
-    data, with the noise floor). Every run writes a directory with its config, metrics,
+    `pretrain` (train a DDPM), `finetune` (shortcut fine-tuning, SFT-PG), `sample` (draw from a
+    checkpoint) and `evaluate` (W2 against the data, with the noise floor). Every run writes a directory with its config, metrics,
     checkpoints, figures and summary.
     """
 
@@ -153,6 +153,43 @@ def evaluate(checkpoint, samples, config_path, overrides, out):
     click.echo(format_scores(result))
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Pretrained checkpoint to fine-tune (its model, schedule and data are used).")
+@click.option("--preset", type=click.Choice(["toy", "images"]), default="toy", show_default=True,
+              help="Paper hyper-parameters: toy (lambda 0.1, n_generator 1, Adam 5e-5/1e-3/1e-3) or images (lambda 1, n_generator 10, gamma 0.1, Adam 1e-6/1e-4/1e-4).")
+@config_options
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Run directory (default: runs/finetune-<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly
+def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet):
+    """Shortcut fine-tuning (SFT-PG, Algorithm 1) of a pretrained sampler; variant set by finetune.estimator/critic_reg.
+
+    SFT-PG (B): the defaults. SFT-PG (GP): --set finetune.critic_reg=gp. SFT (GP), pathwise:
+    --set finetune.estimator=pathwise --set finetune.critic_reg=gp. Plain policy gradient:
+    --set finetune.estimator=pg.
+    """
+    from .evaluation import evaluate_sampler, format_scores
+    from .finetune import finetune as run_finetune, finetune_config
+    from .models import load_model
+    from .runs import Run
+
+    if resume:
+        run = open_run(run_dir, None, overrides, True, "finetune")
+    else:
+        config = finetune_config(checkpoint, preset, config_path, list(overrides))
+        path = Path(run_dir) if run_dir else Path("runs") / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (path / "config.yaml").exists():
+            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
+        run = Run(path, config)
+    model, _, _ = load_model(checkpoint, run.config)
+    model, table = run_finetune(run.config, run, model, resume=resume, progress=not quiet)
+    _, result = evaluate_sampler(model, table, run.config, progress=not quiet)
+    run.log({"stage": "evaluate", "step": run.config.finetune.iterations, "model": "finetuned", **result})
+    click.echo(f"fine-tuned {table.K}-step sampler: {format_scores(result)}")
+    click.echo(f"checkpoint: {run.checkpoint('finetune')}")
 
 
 @main.command()

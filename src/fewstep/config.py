@@ -116,9 +116,42 @@ class EvalConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Shortcut fine-tuning (paper Section 4, Algorithm 1); defaults are the paper's toy settings (App. F.1)."""
+
+    estimator: str = opt("pg_baseline", "generator gradient: pg_baseline (eq. 20), pg (eq. 15, no baseline), pathwise (SFT, eq. 14)", choices=("pg_baseline", "pg", "pathwise"))
+    critic_reg: str = opt("baseline", "critic regulariser: baseline (R_B of eq. 23, 'SFT-PG (B)') or gp (gradient penalty, eq. 22)", choices=("baseline", "gp"))
+    iterations: int = opt(2_000, "outer iterations of Algorithm 1", min=1)
+    batch_size: int = opt(64, "m: trajectories per critic round, data points per round, buffer steps per generator round", min=1)
+    n_critic: int = opt(5, "critic/baseline rounds per iteration (n_critic)", min=1)
+    n_generator: int = opt(1, "generator rounds per iteration (n_generator; images: 10)", min=1)
+    lam: float = opt(0.1, "lambda of eq. 23 weighting R_B in the critic objective (images: 1.0)", min=0.0)
+    gp_weight: float = opt(0.001, "eta of the gradient penalty eq. 22 (paper's best: 0.001)", min=0.0)
+    clip: float | None = opt(None, "gamma: clip the generator's gradient norm (Section 4.2); null = no clipping (images: 0.1)", min=0.0)
+    lr_generator: float = opt(5e-5, "Adam learning rate of the generator theta (images: 1e-6)", min=0.0)
+    lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", min=0.0)
+    lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", min=0.0)
+    critic_hidden: list[int] = opt([128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)")
+    baseline_hidden: list[int] = opt([128, 128], "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1)")
+    critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", min=0.0)
+    eval_every: int = opt(100, "iterations between W2 evaluations during fine-tuning", min=1)
+    eval_samples: int = opt(2_000, "samples of the evaluations during fine-tuning (the final one uses evaluate.n_samples)", min=2)
+    checkpoint_every: int = opt(500, "iterations between checkpoints (for --resume)", min=1)
+
+
+FINETUNE_PRESETS = {
+    "toy": {},
+    "images": {"lam": 1.0, "n_critic": 5, "n_generator": 10, "clip": 0.1, "lr_generator": 1e-6,
+               "lr_critic": 1e-4, "lr_baseline": 1e-4, "batch_size": 128},
+}
+"""Paper settings (Section 6.1, App. F): toy defaults are the dataclass defaults."""
+
+
+@dataclass
 class Config:
     seed: int = opt(0, "seed of the run: model initialisation, minibatches, noise")
     device: str = opt("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    threads: int = opt(0, "torch CPU threads; 0 = auto: 1 for vector data (small MLP ops lose to threading overhead), all cores for images", min=0)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -126,6 +159,7 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     schedule_opt: ScheduleOptConfig = field(default_factory=ScheduleOptConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 def _check_value(value: Any, hint: Any, key: str) -> Any:

@@ -12,6 +12,14 @@ from .errors import FewstepError
 from .nets import TimeMLP
 
 
+def set_threads(config: Config, shape: tuple[int, ...]) -> None:
+    """Apply ``config.threads`` (0 = auto: one thread for vector data, torch's default otherwise)."""
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    elif len(shape) == 1:
+        torch.set_num_threads(1)
+
+
 def build_eps_model(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
     """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
     if config.model.kind == "unet":
@@ -72,3 +80,20 @@ def table_for_checkpoint(config: Config, meta: dict):
     if meta.get("table"):
         return table_from_dict(meta["table"])
     return table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
+
+
+def build_critic(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The critic f_alpha (App. F.1: MLP on vectors)."""
+    from .nets import MLP
+
+    if len(shape) != 1:
+        raise FewstepError(f"the MLP critic takes vectors; the data has shape {shape}")
+    return MLP(shape[0], hidden=config.finetune.critic_hidden, out_dim=1, activation="relu")
+
+
+def build_baseline(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The time-conditioned baseline V_omega(x_{t+1}, t) (App. F.1: MLP with time features)."""
+    dim = 1
+    for s in shape:
+        dim *= s
+    return TimeMLP(dim, hidden=config.finetune.baseline_hidden, out_dim=1, activation="relu", time_dim=config.model.time_dim)

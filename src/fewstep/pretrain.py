@@ -18,7 +18,7 @@ from .checkpoint import load_checkpoint, load_module, load_optimizer, module_ten
 from .config import Config, to_dict
 from .data import DataSource
 from .distributed import average, average_gradients, broadcast_parameters, setup
-from .models import EMA, build_eps_model, save_model
+from .models import EMA, build_eps_model, save_model, set_threads
 from .runs import Run
 from .schedules import NoiseSchedule, make_schedule
 
@@ -74,6 +74,7 @@ def pretrain(
     data = DataSource(config.data).train().to(device)
     schedule = make_schedule(config.schedule.kind, config.schedule.T)
     torch.manual_seed(config.seed)
+    set_threads(config, tuple(data.shape[1:]))
     model = build_eps_model(config, tuple(data.shape[1:])).to(device)
     broadcast_parameters(model, ctx)
     ema = EMA(model, cfg.ema_decay)

@@ -1,0 +1,154 @@
+"""The shortcut fine-tuning run: set-up, Algorithm 1 iterations, evaluation, checkpoints, resume.
+
+The algorithm itself is in ``sftpg.py``; this module owns everything around it. The checkpoint
+``checkpoints/finetune.safetensors`` has the fine-tuned generator as ``model.*`` (so ``fewstep
+sample`` uses it, with the step table recorded in its metadata) plus the critic, the baseline,
+the optimisers and the random state needed to resume exactly.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import check_matches, load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors
+from .config import Config, to_dict
+from .data import DataSource
+from .errors import FewstepError
+from .evaluation import evaluate_sampler
+from .models import build_baseline, build_critic, save_model, set_threads
+from .runs import Run
+from .schedules import make_schedule
+from .sftpg import Nets, iteration
+from .steps import StepTable, table_from_config, table_to_dict
+
+PARTS = ("generator", "critic", "baseline")
+
+
+def make_nets(config: Config, model: torch.nn.Module, shape: tuple[int, ...]) -> Nets:
+    cfg, device = config.finetune, torch.device(config.device)
+    torch.manual_seed(config.seed + 1)
+    critic, baseline = build_critic(config, shape).to(device), build_baseline(config, shape).to(device)
+    model = model.to(device).train().requires_grad_(True)
+    return Nets(
+        generator=model,
+        critic=critic,
+        baseline=baseline,
+        opt_generator=torch.optim.Adam(model.parameters(), lr=cfg.lr_generator),
+        opt_critic=torch.optim.Adam(critic.parameters(), lr=cfg.lr_critic),
+        opt_baseline=torch.optim.Adam(baseline.parameters(), lr=cfg.lr_baseline),
+    )
+
+
+def check_table(table: StepTable, estimator: str) -> None:
+    """Policy-gradient estimators need a log-density at every step."""
+    if estimator != "pathwise" and not (table.is_fully_stochastic and table.is_markov_gaussian):
+        raise FewstepError(
+            f"policy-gradient fine-tuning needs every step of the {table.name} sampler to be Gaussian with positive "
+            "variance; set sampler.noise_at_last_step=true and sampler.variance=beta, or finetune.estimator=pathwise"
+        )
+
+
+def finetune(
+    config: Config,
+    run: Run,
+    model: torch.nn.Module,
+    resume: bool = False,
+    progress: bool = True,
+    table: StepTable | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> tuple[torch.nn.Module, StepTable]:
+    """Fine-tune ``model`` (the pretrained epsilon-model) with Algorithm 1; return it and its table.
+
+    Logs ``{"stage": "finetune", "step": i, "seconds": training wall-clock, "w2": ..., ...}`` every
+    ``finetune.eval_every`` iterations (W2 on ``finetune.eval_samples`` samples, with the floor).
+    A non-finite loss or a critic beyond ``finetune.critic_bound`` stops the run with a FewstepError;
+    the last good checkpoint stays as it was.
+    """
+    cfg, device = config.finetune, torch.device(config.device)
+    data = DataSource(config.data)
+    train = data.train().to(device)
+    shape = tuple(train.shape[1:])
+    set_threads(config, shape)
+    table = table or table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
+    check_table(table, cfg.estimator)
+    nets = make_nets(config, model, shape)
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    path = run.checkpoint("finetune")
+
+    start, seconds = 0, 0.0
+    if resume and path.is_file():
+        tensors, meta = load_checkpoint(path)
+        check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule), "finetune": to_dict(cfg)}, str(path))
+        for part in PARTS:
+            load_module(getattr(nets, part), "model" if part == "generator" else part, tensors, str(path))
+            load_optimizer(getattr(nets, f"opt_{part}"), f"optim_{part}", tensors, meta["optim"][part])
+        generator.set_state(tensors["rng.finetune"])
+        start, seconds = meta["step"], meta["seconds"]
+        run.truncate_metrics("finetune", start)
+
+    def save(step: int) -> None:
+        extra, optim_meta = {"rng.finetune": generator.get_state()}, {}
+        for part in PARTS:
+            if part != "generator":  # the generator is saved as model.*
+                extra.update(module_tensors(part, getattr(nets, part)))
+            tensors, optim_meta[part] = optimizer_tensors(f"optim_{part}", getattr(nets, f"opt_{part}"))
+            extra.update(tensors)
+        meta = {"step": step, "seconds": seconds, "optim": optim_meta, "table": table_to_dict(table)}
+        save_model(path, nets.generator, config, shape, "finetune", extra, meta)
+
+    def draw_real(m: int) -> torch.Tensor:
+        return train[torch.randint(0, len(train), (m,), generator=generator).to(device)]
+
+    def evaluate(step: int, stats: dict) -> dict:
+        eval_config = Config(**{**config.__dict__, "evaluate": type(config.evaluate)(**{**config.evaluate.__dict__, "n_samples": cfg.eval_samples})})
+        _, result = evaluate_sampler(nets.generator.eval(), table, eval_config)
+        nets.generator.train()
+        record = {"stage": "finetune", "step": step, "seconds": round(seconds, 3), **stats,
+                  "w2": result["model"]["w2"], "sw2": result["model"]["sw2"], "floor_w2": result["floor"]["w2"], "floor_sw2": result["floor"]["sw2"]}
+        run.log(record)
+        return record
+
+    if start == 0:
+        evaluate(0, {})
+        save(0)
+    bar = tqdm(range(start, cfg.iterations), desc="finetune", disable=not progress, initial=start, total=cfg.iterations)
+    for step in bar:
+        tick = time.perf_counter()
+        stats = iteration(nets, table, cfg, draw_real, shape, generator, device)
+        seconds += time.perf_counter() - tick
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.iterations:
+            record = evaluate(done, stats)
+            bar.set_postfix(w2=f"{record['w2']:.4f}", floor=f"{record['floor_w2']:.4f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            save(done)
+        if callback is not None:
+            callback(done, stats)
+    return nets.generator.eval(), table
+
+
+def finetune_config(checkpoint: str, preset: str, config_path: str | None, overrides: list[str]) -> Config:
+    """The pretrained checkpoint's config, then the preset, the YAML file and ``--set`` overrides."""
+    import yaml
+
+    from .config import FINETUNE_PRESETS, apply_overrides, from_dict, validate
+
+    _, meta = load_checkpoint(checkpoint)
+    data = meta.get("config", {})
+    data["finetune"] = {**data.get("finetune", {}), **FINETUNE_PRESETS[preset]}
+    if config_path:
+        from pathlib import Path
+
+        if not Path(config_path).is_file():
+            raise FewstepError(f"config file {config_path} does not exist")
+        for section, values in (yaml.safe_load(Path(config_path).read_text()) or {}).items():
+            if isinstance(values, dict):
+                data.setdefault(section, {}).update(values)
+            else:
+                data[section] = values
+    config = from_dict(Config, apply_overrides(data, list(overrides)))
+    validate(config)
+    return config
