@@ -1,0 +1,143 @@
+"""Algorithm 1 as a loop: the buffer, a short fine-tune, resume, the divergence guard, the CLI."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from scipy.stats import chisquare
+
+from fewstep.checkpoint import load_checkpoint
+from fewstep.cli import main
+from fewstep.config import load_config
+from fewstep.errors import FewstepError
+from fewstep.finetune import finetune
+from fewstep.metrics import w2
+from fewstep.models import load_model
+from fewstep.pretrain import pretrain
+from fewstep.rollout import Trajectory, draw_noise, sample
+from fewstep.runs import Run
+from fewstep.schedules import make_schedule
+from fewstep.sftpg import Buffer
+from fewstep.steps import ddpm_table
+
+# A Gaussian cluster (App. A) with T = 2: tiny, fast, and DDPM is far from the target.
+TINY = [
+    "data.name=gaussian", "data.n_train=2000", "schedule.T=2", "model.hidden=[32,32]",
+    "pretrain.steps=300", "pretrain.batch_size=128", "pretrain.log_every=100",
+    "finetune.iterations=12", "finetune.batch_size=64", "finetune.eval_every=6", "finetune.eval_samples=200",
+    "finetune.checkpoint_every=5", "finetune.critic_hidden=[32,32]", "finetune.baseline_hidden=[32,32]",
+    "evaluate.n_samples=300",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    config = load_config(None, TINY)
+    run = Run(tmp_path_factory.mktemp("pre"), config)
+    return config, pretrain(config, run, progress=False), run
+
+
+def test_buffer_holds_every_step_and_samples_uniformly():
+    K, n = 4, 5
+    # x[k, i] = 10 * i + k identifies (trajectory, step) in every stored entry.
+    x = (10 * torch.arange(n)[None, :] + torch.arange(K + 1)[:, None]).float()[..., None]
+    traj = Trajectory(x=x, mean=x[1:], std=torch.ones(K), log_prob=torch.zeros(K, n))
+    buffer = Buffer()
+    buffer.add(traj)
+    buffer.add(Trajectory(x=x + 1000, mean=x[1:], std=torch.ones(K), log_prob=torch.zeros(K, n)))
+    assert len(buffer) == 2 * K * n
+    x_in, x_out, x0, k = buffer.sample(40_000, torch.Generator().manual_seed(0))
+    assert torch.equal(x_out, x_in + 1)  # consecutive states of the same chain
+    assert torch.equal(x_in[:, 0] % 10, k.float())  # the step index matches the state
+    traj_id = torch.div(x_in[:, 0], 10, rounding_mode="floor")
+    assert torch.equal(x0[:, 0], traj_id * 10 + K)  # x_0 is the same chain's final sample
+    cell = (traj_id.long() % 100 + n * (x_in[:, 0] >= 1000).long()) * K + k
+    counts = np.bincount(cell.numpy(), minlength=2 * K * n)
+    assert counts.min() > 0 and chisquare(counts).pvalue > 1e-3
+
+
+def test_short_finetune_lowers_the_ipm(pretrained, tmp_path):
+    config, model, _ = pretrained
+    # T = 2 on the sigmoid schedule barely denoises: the generator must learn a large shortcut, so
+    # a larger generator learning rate than the paper's 5e-5 keeps this test short.
+    config = load_config(None, [*TINY, "finetune.iterations=150", "finetune.eval_every=150", "finetune.lr_generator=3e-3"])
+    table = ddpm_table(make_schedule("sigmoid", 2), noise_at_last_step=True)
+    target = torch.randn(2000, 2, generator=torch.Generator().manual_seed(5)) * 0.01 + 0.5
+    before = w2(sample(model, table, 2000, (2,), seed=3), target)
+    tuned, _ = finetune(config, Run(tmp_path, config), copy.deepcopy(model), progress=False)
+    after = w2(sample(tuned, table, 2000, (2,), seed=3), target)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_interrupted_finetune_resumes_to_the_same_weights(pretrained, tmp_path):
+    config, model, _ = pretrained
+    straight, _ = finetune(config, Run(tmp_path / "a", config), copy.deepcopy(model), progress=False)
+
+    def interrupt(step, stats):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    run = Run(tmp_path / "b", config)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config, run, copy.deepcopy(model), progress=False, callback=interrupt)
+    assert load_checkpoint(run.checkpoint("finetune"))[1]["step"] == 5
+    resumed, _ = finetune(config, run, copy.deepcopy(model), resume=True, progress=False)
+    for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+    a, b = load_checkpoint(tmp_path / "a" / "checkpoints" / "finetune.safetensors")[0], load_checkpoint(run.checkpoint("finetune"))[0]
+    for key in a:
+        if key.startswith(("critic.", "baseline.")):
+            assert torch.equal(a[key], b[key]), key
+    steps = [r["step"] for r in run.metrics("finetune")]
+    assert steps == sorted(set(steps))  # no duplicated records after the resume
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(pretrained, tmp_path):
+    config, model, _ = pretrained
+    config = load_config(None, [*TINY, "finetune.critic_bound=1e-9"])
+    run = Run(tmp_path, config)
+    with pytest.raises(FewstepError, match="diverged"):
+        finetune(config, run, copy.deepcopy(model), progress=False)
+    tensors, meta = load_checkpoint(run.checkpoint("finetune"))
+    assert meta["step"] == 0
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_policy_gradient_needs_noise_at_every_step(pretrained, tmp_path):
+    config, model, _ = pretrained
+    config = load_config(None, [*TINY, "sampler.noise_at_last_step=false"])
+    with pytest.raises(FewstepError, match="positive variance"):
+        finetune(config, Run(tmp_path, config), copy.deepcopy(model), progress=False)
+
+
+@pytest.mark.parametrize("variant", [[], ["finetune.critic_reg=gp"], ["finetune.estimator=pathwise", "finetune.critic_reg=gp"],
+                                     ["finetune.estimator=pg", "finetune.critic_reg=gp"], ["finetune.n_generator=3", "finetune.clip=0.1"]])
+def test_every_variant_runs_and_changes_the_generator(pretrained, tmp_path, variant):
+    config, model, _ = pretrained
+    config = load_config(None, [*TINY, "finetune.iterations=3", *variant])
+    tuned, _ = finetune(config, Run(tmp_path, config), copy.deepcopy(model), progress=False)
+    changed = any(not torch.equal(p, q) for p, q in zip(model.state_dict().values(), tuned.state_dict().values()))
+    assert changed
+
+
+def test_cli_finetune_then_sample_uses_the_recorded_table(pretrained, tmp_path):
+    _, _, run = pretrained
+    runner = CliRunner()
+    args = ["finetune", "--checkpoint", str(run.checkpoint("pretrain")), "--run-dir", str(tmp_path / "ft"), "--quiet",
+            "--set", "finetune.iterations=4", "--set", "finetune.eval_every=2", "--set", "evaluate.n_samples=200"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "fine-tuned 2-step sampler" in result.output and "floor" in result.output
+    checkpoint = tmp_path / "ft" / "checkpoints" / "finetune.safetensors"
+    model, config, meta = load_model(checkpoint)
+    assert meta["table"]["s"][-1] > 0 and meta["stage"] == "finetune"
+    out = tmp_path / "x.npy"
+    result = runner.invoke(main, ["sample", "--checkpoint", str(checkpoint), "-n", "50", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (50, 2)
+    # an unknown preset or a bad finetune key is a one-line error
+    bad = runner.invoke(main, ["finetune", "--checkpoint", str(run.checkpoint("pretrain")), "--set", "finetune.lam=-1"])
+    assert bad.exit_code == 2 and "finetune.lam" in bad.output
