@@ -108,6 +108,7 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure):
     model, config, meta = load_model(checkpoint)
     table = table_for_checkpoint(config, meta)
     x = draw(model, table, num_samples, tuple(meta["shape"]), seed=seed, batch_size=batch_size, progress=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     np.save(out, x.numpy())
     click.echo(f"wrote {num_samples} samples ({table.K} steps) to {out}")
     if figure:
