@@ -28,6 +28,7 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     sched_ckpt = tmp_path / "opt" / "checkpoints" / "schedule.safetensors"
     record = json.loads((tmp_path / "opt" / "schedule.json").read_text())
     assert len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
+    assert record["sampler_timesteps"] == sorted(round(t) for t in record["schedule_times"][:-1])
     model, config, meta = load_model(sched_ckpt)
     table = table_for_checkpoint(config, meta)
     assert table.K == 3 and table.t.tolist() == record["schedule_times"][:-1]

@@ -131,3 +131,14 @@ def test_phase2_lowers_eps_loss_at_chosen_steps():
     tuned = finetune_at_steps(model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128)
     assert evaluate(tuned) < 0.5 * evaluate(model)
     assert evaluate(model) == evaluate(random_net(seed=4))  # the original model is untouched
+
+
+def test_shortcut_table_from_a_schedule():
+    from fewstep.schedule_opt import shortcut_table
+
+    schedule = make_schedule("linear", 1000)
+    table = shortcut_table(schedule, torch.tensor([999.0, 640.4, 80.6, 0.0]))
+    assert table.t.tolist() == [999.0, 640.0, 81.0]
+    assert table.is_fully_stochastic and table.is_markov_gaussian
+    with pytest.raises(Exception):
+        shortcut_table(schedule, torch.tensor([999.0, 0.7, 0.6, 0.0]))  # both round to 1

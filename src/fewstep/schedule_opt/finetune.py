@@ -17,10 +17,29 @@ from tqdm.auto import tqdm
 from ..errors import FewstepError
 from ..pretrain import EpsilonLoss
 from ..schedules import NoiseSchedule
+from ..steps import StepTable, ddpm_table
 from .discretisation import loss_weights
 from .optimise import ScheduleResult
 
 WEIGHTINGS = ("uniform", "w")
+
+
+def evaluated_steps(times: torch.Tensor, T: int) -> torch.Tensor:
+    """The integer model times a schedule evaluates, increasing: round(t_{K-1}), ..., round(t_0)."""
+    steps = torch.as_tensor(times, dtype=torch.float64)[:-1].round().long().clamp(0, T - 1).flip(0)
+    if (steps[1:] <= steps[:-1]).any():
+        raise FewstepError(f"the schedule {steps.tolist()} has repeated integer steps after rounding")
+    return steps
+
+
+def shortcut_table(schedule: NoiseSchedule, times: torch.Tensor) -> StepTable:
+    """A schedule as the initial sampler of shortcut fine-tuning: DDPM (beta, noise at every step) on its steps.
+
+    Policy-gradient fine-tuning needs a log-density at every step, so the deterministic bound
+    sampler is replaced by ancestral DDPM on the same (rounded) steps; the same list set as
+    ``sampler.timesteps`` gives ``fewstep finetune`` this table.
+    """
+    return ddpm_table(schedule, evaluated_steps(times, schedule.T), variance="beta", noise_at_last_step=True)
 
 
 def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: torch.Tensor, data: torch.Tensor,
@@ -30,7 +49,7 @@ def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: to
     if weighting not in WEIGHTINGS:
         raise FewstepError(f"unknown Phase 2 weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     times = torch.as_tensor(times, dtype=torch.float64)
-    steps_int = times[:-1].round().long().clamp(0, schedule.T - 1)
+    steps_int = evaluated_steps(times, schedule.T).flip(0)  # aligned with the weights w_0..w_{K-1}
     weights = None
     if weighting == "w":
         w, _ = loss_weights(schedule, times)

@@ -2,7 +2,9 @@
 
 Each job writes ``checkpoints/<stage>.safetensors`` whose metadata records the step table (key
 ``table``, so ``fewstep sample`` and ``fewstep evaluate`` use it) and the schedule times (key
-``schedule_times``), ``schedule.json`` with the times and table, and scores beside the noise floor.
+``schedule_times``), ``<stage>.json`` with the times, the table and ``sampler_timesteps`` (the
+evaluated steps as integers: ``fewstep finetune --set sampler.timesteps=[...]`` starts shortcut
+fine-tuning from this schedule), and scores beside the noise floor.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..samplers import ddim_table, spacing
 from ..schedules import make_schedule
 from ..steps import table_to_dict
 from .discretisation import bound_sampler_table
-from .finetune import finetune_at_steps
+from .finetune import evaluated_steps, finetune_at_steps
 from .optimise import ScheduleResult, optimise_adam, optimise_dp
 
 
@@ -56,7 +58,8 @@ def phase1(model, config: Config, data: torch.Tensor, progress: bool = False) ->
 def _save(run: Run, stage: str, model, config: Config, shape, times: torch.Tensor, extra: dict) -> dict:
     schedule = make_schedule(config.schedule.kind, config.schedule.T)
     table = bound_sampler_table(schedule, times)
-    record = {"schedule_times": times.tolist(), "table": table_to_dict(table), **extra}
+    record = {"schedule_times": times.tolist(), "table": table_to_dict(table),
+              "sampler_timesteps": evaluated_steps(times, schedule.T).tolist(), **extra}
     save_model(run.checkpoint(stage), model, config, shape, stage, extra_meta=record)
     (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
     _, scores = evaluate_sampler(model, table, config)

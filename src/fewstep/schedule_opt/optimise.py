@@ -77,6 +77,7 @@ def optimise_adam(model, schedule: NoiseSchedule, init_times: torch.Tensor, data
     param = CumulativeSoftmax(init_times)
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    trainable = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     dtype = next(model.parameters()).dtype
     history, best, best_times, waited = [], float("inf"), param().detach().clone(), 0
@@ -103,5 +104,6 @@ def optimise_adam(model, schedule: NoiseSchedule, init_times: torch.Tensor, data
         loss.backward()
         opt.step()
         history[-1].setdefault("loss", float(loss.detach()))
-    model.requires_grad_(True)
+    for p, flag in zip(model.parameters(), trainable):
+        p.requires_grad_(flag)
     return ScheduleResult(best_times, best if metric is not None else float("nan"), history)
