@@ -179,6 +179,13 @@ def fid_kid(
     return {"fid": float(fid.compute()), "kid": float(kid_mean)}
 
 
+def reference_halves(reference: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random halves A, B of ``reference`` with min(n, len // 2) images each."""
+    perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
+    n = min(n, len(reference) // 2)
+    return reference[perm[:n]], reference[perm[n : 2 * n]]
+
+
 def evaluate_images(
     samples: torch.Tensor, reference: torch.Tensor, features: nn.Module, seed: int = 0, **kwargs
 ) -> dict[str, dict[str, float]]:
@@ -188,9 +195,8 @@ def evaluate_images(
     A and B of n = min(len(samples), len(reference) // 2) images: the model score compares n
     samples with A, the floor compares B with A.
     """
-    perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
-    n = min(len(samples), len(reference) // 2)
-    a, b = reference[perm[:n]], reference[perm[n : 2 * n]]
+    a, b = reference_halves(reference, len(samples), seed)
+    n = len(a)
     return {"model": fid_kid(samples[:n], a, features, seed=seed, **kwargs), "floor": fid_kid(b, a, features, seed=seed, **kwargs)}
 
 
