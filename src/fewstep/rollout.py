@@ -133,6 +133,10 @@ class Trajectory:
     def K(self) -> int:
         return int(self.mean.shape[0])
 
+    def select(self, rows: slice | torch.Tensor) -> "Trajectory":
+        """The chains ``rows`` of the batch."""
+        return Trajectory(x=self.x[:, rows], mean=self.mean[:, rows], std=self.std, log_prob=self.log_prob[:, rows])
+
 
 def chain(model: EpsModel, table: StepTable, noise: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Yield ``(k, mean, x_next)`` for each step of the chain started at x_T = noise[0]."""

@@ -180,9 +180,12 @@ def iteration(
     """One outer iteration of Algorithm 1 ("while theta not converged do ...")."""
     m = cfg.batch_size
     buffer = Buffer()
-    for _ in range(cfg.n_critic):
-        with torch.no_grad():
-            traj = rollout(nets.generator, table, draw_noise(table.K, m, shape, generator=generator, device=device))
+    # theta is fixed during the critic rounds, so their n_critic x m i.i.d. trajectories are rolled
+    # out in one batched call (same distribution, n_critic times fewer model calls) and split.
+    with torch.no_grad():
+        everything = rollout(nets.generator, table, draw_noise(table.K, cfg.n_critic * m, shape, generator=generator, device=device))
+    for r in range(cfg.n_critic):
+        traj = everything.select(slice(r * m, (r + 1) * m))
         buffer.add(traj)
         critic_stats = update_critic(nets, traj, draw_real(m), cfg, generator)
     for _ in range(cfg.n_generator):
