@@ -128,7 +128,7 @@ def test_phase2_lowers_eps_loss_at_chosen_steps():
     times = torch.tensor([999.0, 400.0, 60.0, 0.0])
     loss = EpsilonLoss(schedule, times[:-1].long())
     evaluate = lambda m: float(loss(m, data, torch.Generator().manual_seed(9)).mean())  # noqa: E731
-    tuned = finetune_at_steps(model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128)
+    tuned = finetune_at_steps(model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128, ema_decay=0.9)
     assert evaluate(tuned) < 0.5 * evaluate(model)
     assert evaluate(model) == evaluate(random_net(seed=4))  # the original model is untouched
 

@@ -3,7 +3,7 @@
 The epsilon-loss of pretraining (:class:`fewstep.pretrain.EpsilonLoss`) restricted to the
 model times the sampler evaluates, t_0..t_{K-1} (rounded to the integer times the loss can
 noise data at), weighted uniformly or by the discretisation-loss weights w_i (normalised to
-mean 1), with a small learning rate. ``alternate`` runs R rounds of (Phase 1 on the current
+mean 1), with a small learning rate and an EMA of the weights. ``alternate`` runs R rounds of (Phase 1 on the current
 model, Phase 2 at the steps it chose).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import FewstepError
+from ..models import EMA
 from ..pretrain import EpsilonLoss
 from ..schedules import NoiseSchedule
 from ..steps import StepTable, ddpm_table
@@ -44,8 +45,13 @@ def shortcut_table(schedule: NoiseSchedule, times: torch.Tensor) -> StepTable:
 
 def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: torch.Tensor, data: torch.Tensor,
                       weighting: str = "uniform", steps: int = 1000, lr: float = 1e-4, batch_size: int = 256,
-                      seed: int = 0, progress: bool = False) -> torch.nn.Module:
-    """A fine-tuned copy of ``model`` at the evaluated steps of decreasing ``times`` (t_0..t_{K-1})."""
+                      seed: int = 0, progress: bool = False, ema_decay: float = 0.995) -> torch.nn.Module:
+    """A fine-tuned copy of ``model`` at the evaluated steps of decreasing ``times`` (t_0..t_{K-1}).
+
+    Returns the exponential moving average of the fine-tuned weights (``ema_decay``; 0 returns the
+    raw weights): the pretrained models are EMA weights, and raw Adam iterates at a fixed learning
+    rate are noisier than them.
+    """
     if weighting not in WEIGHTINGS:
         raise FewstepError(f"unknown Phase 2 weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     times = torch.as_tensor(times, dtype=torch.float64)
@@ -56,6 +62,7 @@ def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: to
         weights = (w / w.mean()).float()
     loss_fn = EpsilonLoss(schedule, steps_int, weights)
     tuned = copy.deepcopy(model).train().requires_grad_(True)
+    ema = EMA(tuned, ema_decay)
     dtype = next(tuned.parameters()).dtype
     opt = torch.optim.Adam(tuned.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -65,7 +72,8 @@ def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: to
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return tuned.eval()
+        ema.update(tuned)
+    return ema.model.eval()
 
 
 def alternate(model: torch.nn.Module, schedule: NoiseSchedule, data: torch.Tensor,
