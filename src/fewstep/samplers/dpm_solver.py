@@ -42,20 +42,21 @@ def _levels(schedule: NoiseSchedule, timesteps, final_alpha_bar: float):
     return t, ab, alpha, sigma, lam, alpha_n, sigma_n
 
 
-def _ratios(lam: torch.Tensor, lam_next: torch.Tensor, second_order: torch.Tensor) -> torch.Tensor:
-    """1 / (2 r) per step (0 on first-order steps)."""
+def _inv_2r(lam: torch.Tensor, alpha_n: torch.Tensor, sigma_n: torch.Tensor, lands_on_data: bool,
+            lower_order_final: bool) -> torch.Tensor:
+    """1 / (2 r) = h / (2 h_prev) per step, 0 on first-order steps.
+
+    Step 0 is first order (no history); so is the last one when it lands on data (h infinite) or
+    with ``lower_order_final`` (diffusers' default for fewer than 15 steps).
+    """
+    second = torch.ones(len(lam), dtype=torch.bool)
+    second[0] = False
+    if lands_on_data or lower_order_final:
+        second[-1] = False
+    lam_next = torch.where(second, alpha_n.log() - sigma_n.clamp(min=1e-300).log(), lam + 1)
     h = lam_next - lam
     h_prev = torch.cat([torch.ones(1, dtype=torch.float64), lam[1:] - lam[:-1]])
-    return torch.where(second_order, h / (2 * h_prev), torch.zeros_like(h))
-
-
-def _second_order_mask(K: int, lands_on_data: bool, lower_order_final: bool) -> torch.Tensor:
-    """Step 0 is first order (no history); so is the last one when it lands on data or lower_order_final."""
-    mask = torch.ones(K, dtype=torch.bool)
-    mask[0] = False
-    if lands_on_data or lower_order_final:
-        mask[-1] = False
-    return mask
+    return torch.where(second, h / (2 * h_prev), torch.zeros_like(h))
 
 
 def dpm_solver_2m_table(schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0,
@@ -66,9 +67,7 @@ def dpm_solver_2m_table(schedule: NoiseSchedule, timesteps, final_alpha_bar: flo
     ``final_sigmas_type="sigma_min"`` corresponds to ``final_alpha_bar = alpha_bar[0]``.
     """
     t, ab, alpha, sigma, lam, alpha_n, sigma_n = _levels(schedule, timesteps, final_alpha_bar)
-    second = _second_order_mask(len(t), final_alpha_bar >= 1.0, lower_order_final)
-    lam_next = torch.where(sigma_n > 0, alpha_n.log() - sigma_n.clamp(min=1e-300).log(), torch.full_like(lam, torch.inf))
-    inv_2r = _ratios(lam, torch.where(second, lam_next, lam + 1), second)
+    inv_2r = _inv_2r(lam, alpha_n, sigma_n, final_alpha_bar >= 1.0, lower_order_final)
     first = alpha_n * sigma / alpha - sigma_n  # sigma_n (e^h - 1), finite also when sigma_n = 0
     settings = {"timesteps": t.flip(0).tolist(), "final_alpha_bar": float(final_alpha_bar),
                 "lower_order_final": lower_order_final}
@@ -83,9 +82,7 @@ def dpm_solver_pp_2m_coefficients(schedule: NoiseSchedule, timesteps, final_alph
     Also returns ``t``, ``alpha`` and ``sigma`` of each step's input (to form x0_s from eps).
     """
     t, ab, alpha, sigma, lam, alpha_n, sigma_n = _levels(schedule, timesteps, final_alpha_bar)
-    second = _second_order_mask(len(t), final_alpha_bar >= 1.0, lower_order_final)
-    lam_next = torch.where(sigma_n > 0, alpha_n.log() - sigma_n.clamp(min=1e-300).log(), torch.full_like(lam, torch.inf))
-    inv_2r = _ratios(lam, torch.where(second, lam_next, lam + 1), second)
+    inv_2r = _inv_2r(lam, alpha_n, sigma_n, final_alpha_bar >= 1.0, lower_order_final)
     phi = alpha_n - alpha * sigma_n / sigma  # alpha_n (1 - e^-h)
     return {"t": t, "alpha": alpha, "sigma": sigma, "a": sigma_n / sigma, "d0": phi * (1 + inv_2r), "d1": -phi * inv_2r}
 
