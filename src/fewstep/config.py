@@ -132,7 +132,8 @@ class FinetuneConfig:
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", min=0.0)
     lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", min=0.0)
     critic_hidden: list[int] = opt([128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)")
-    baseline_hidden: list[int] = opt([128, 128], "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1)")
+    baseline_hidden: list[int] = opt([128, 128], "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1; images: 1024, 1024, 256)")
+    critic_channels: list[int] = opt([64, 128, 256], "images: widths of the conv critic's three stride-2 layers (App. F.2: 256, 512, 1024)", min=1)
     critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", min=0.0)
     eval_every: int = opt(100, "iterations between W2 evaluations during fine-tuning", min=1)
     eval_samples: int = opt(2_000, "samples of the evaluations during fine-tuning (the final one uses evaluate.n_samples)", min=2)
@@ -142,7 +143,8 @@ class FinetuneConfig:
 FINETUNE_PRESETS = {
     "toy": {},
     "images": {"lam": 1.0, "n_critic": 5, "n_generator": 10, "clip": 0.1, "lr_generator": 1e-6,
-               "lr_critic": 1e-4, "lr_baseline": 1e-4, "batch_size": 128},
+               "lr_critic": 1e-4, "lr_baseline": 1e-4, "batch_size": 128,
+               "critic_channels": [256, 512, 1024], "baseline_hidden": [1024, 1024, 256]},
 }
 """Paper settings (Section 6.1, App. F): toy defaults are the dataclass defaults."""
 

@@ -83,9 +83,13 @@ def table_for_checkpoint(config: Config, meta: dict):
 
 
 def build_critic(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
-    """The critic f_alpha (App. F.1: MLP on vectors)."""
+    """The critic f_alpha (App. F.1: MLP on vectors; App. F.2: conv critic on images [C, H, W])."""
     from .nets import MLP
 
+    if len(shape) == 3:
+        from .images.critic import ConvCritic
+
+        return ConvCritic(shape[0], config.finetune.critic_channels, resolution=shape[1])
     if len(shape) != 1:
         raise FewstepError(f"the MLP critic takes vectors; the data has shape {shape}")
     return MLP(shape[0], hidden=config.finetune.critic_hidden, out_dim=1, activation="relu")
