@@ -59,7 +59,8 @@ def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, 
 def load_model(path: str | Path, config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
     """The sampling model of a checkpoint, its config, and its metadata.
 
-    With ``config`` given, the checkpoint's model and schedule sections must match it.
+    With ``config`` given, the checkpoint's model and schedule sections must match it. Applies the
+    config's thread setting (``set_threads``), since the model is loaded to be run.
     """
     tensors, meta = load_checkpoint(path)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("shape"), list):
@@ -69,6 +70,7 @@ def load_model(path: str | Path, config: Config | None = None) -> tuple[torch.nn
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))
     model = build_eps_model(saved, tuple(meta["shape"]))
     load_module(model, "model", tensors, str(path))
+    set_threads(config or saved, tuple(meta["shape"]))
     return model.eval(), (config or saved), meta
 
 
