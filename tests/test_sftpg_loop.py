@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 from scipy.stats import chisquare
 
-from fewstep.checkpoint import load_checkpoint
+from fewstep.checkpoint import load_checkpoint, save_checkpoint
 from fewstep.cli import main
 from fewstep.config import load_config
 from fewstep.errors import FewstepError
@@ -21,7 +21,7 @@ from fewstep.rollout import Trajectory, draw_noise, sample
 from fewstep.runs import Run
 from fewstep.schedules import make_schedule
 from fewstep.sftpg import Buffer
-from fewstep.steps import ddpm_table
+from fewstep.steps import as_ddpm, ddpm_table, table_to_dict
 
 # A Gaussian cluster (App. A) with T = 2: tiny, fast, and DDPM is far from the target.
 TINY = [
@@ -141,3 +141,31 @@ def test_cli_finetune_then_sample_uses_the_recorded_table(pretrained, tmp_path):
     # an unknown preset or a bad finetune key is a one-line error
     bad = runner.invoke(main, ["finetune", "--checkpoint", str(run.checkpoint("pretrain")), "--set", "finetune.lam=-1"])
     assert bad.exit_code == 2 and "finetune.lam" in bad.output
+
+
+def test_as_ddpm_keeps_levels_and_times_and_matches_ddpm_on_a_subsequence():
+    schedule = make_schedule("linear", 100)
+    tau = [0, 9, 30, 61, 99]
+    reference = ddpm_table(schedule, tau, "beta", noise_at_last_step=True)
+    deterministic = ddpm_table(schedule, tau, "beta_tilde", noise_at_last_step=False)
+    assert not deterministic.is_fully_stochastic
+    converted = as_ddpm(deterministic)
+    assert converted.is_fully_stochastic
+    for col in ("t", "a", "b", "s", "alpha_bar"):
+        assert torch.allclose(getattr(converted, col), getattr(reference, col), rtol=1e-12, atol=0), col
+
+
+def test_cli_finetune_starts_from_a_recorded_deterministic_schedule(pretrained, tmp_path):
+    """An optimised (deterministic) schedule recorded in a checkpoint initialises SFT-PG as DDPM on its levels."""
+    _, _, run = pretrained
+    tensors, meta = load_checkpoint(run.checkpoint("pretrain"))
+    recorded = ddpm_table(make_schedule("sigmoid", 2), [0, 1], "beta_tilde")  # last step deterministic
+    meta["table"] = table_to_dict(recorded)
+    source = tmp_path / "scheduled.safetensors"
+    save_checkpoint(source, tensors, meta)
+    result = CliRunner().invoke(main, ["finetune", "--checkpoint", str(source), "--run-dir", str(tmp_path / "ft"), "--quiet",
+                                       "--set", "finetune.iterations=2", "--set", "evaluate.n_samples=100"])
+    assert result.exit_code == 0, result.output
+    assert "not Gaussian at every step" in result.output
+    tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / "finetune.safetensors")[1]["table"]
+    assert tuned["t"] == recorded.t.tolist() and all(s > 0 for s in tuned["s"])

@@ -174,7 +174,7 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
     """
     from .evaluation import evaluate_sampler, format_scores
     from .finetune import finetune as run_finetune, finetune_config
-    from .models import load_model
+    from .models import load_model, table_for_checkpoint
     from .runs import Run
 
     if resume:
@@ -185,8 +185,19 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
         if (path / "config.yaml").exists():
             raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
         run = Run(path, config)
-    model, _, _ = load_model(checkpoint, run.config)
-    model, table = run_finetune(run.config, run, model, resume=resume, progress=not quiet)
+    model, _, meta = load_model(checkpoint, run.config)
+    # A checkpoint that records its table (an optimised schedule, an earlier fine-tune) starts the
+    # fine-tuning from that table, unless sampler settings are given on the command line.
+    table = None
+    if meta.get("table") and not any(o.strip().startswith("sampler.") for o in overrides):
+        table = table_for_checkpoint(run.config, meta)
+        if run.config.finetune.estimator != "pathwise" and not (table.is_fully_stochastic and table.is_markov_gaussian):
+            from .steps import as_ddpm
+
+            click.echo(f"note: the checkpoint's {table.name} sampler is not Gaussian at every step; "
+                       f"fine-tuning ancestral DDPM on its {table.K} noise levels")
+            table = as_ddpm(table, run.config.sampler.variance)
+    model, table = run_finetune(run.config, run, model, resume=resume, progress=not quiet, table=table)
     _, result = evaluate_sampler(model, table, run.config, progress=not quiet)
     run.log({"stage": "evaluate", "step": run.config.finetune.iterations, "model": "finetuned", **result})
     click.echo(f"fine-tuned {table.K}-step sampler: {format_scores(result)}")

@@ -22,7 +22,7 @@ from .models import build_baseline, build_critic, save_model, set_threads
 from .runs import Run
 from .schedules import make_schedule
 from .sftpg import Nets, iteration
-from .steps import StepTable, table_from_config, table_to_dict
+from .steps import StepTable, table_from_config, table_from_dict, table_to_dict
 
 PARTS = ("generator", "critic", "baseline")
 
@@ -87,6 +87,7 @@ def finetune(
             load_optimizer(getattr(nets, f"opt_{part}"), f"optim_{part}", tensors, meta["optim"][part])
         generator.set_state(tensors["rng.finetune"])
         start, seconds = meta["step"], meta["seconds"]
+        table = table_from_dict(meta["table"])  # the run goes on with the table it started with
         run.truncate_metrics("finetune", start)
 
     def save(step: int) -> None:

@@ -87,7 +87,17 @@ def ddpm_table(
         raise FewstepError("DDPM time-steps must be a non-empty list of integers")
     if (tau[1:] <= tau[:-1]).any() or tau[0] < 0 or tau[-1] >= schedule.T:
         raise FewstepError(f"DDPM time-steps must increase strictly within [0, {schedule.T - 1}], got {tau.tolist()}")
-    sub = schedule_from_alpha_bar(schedule.name, schedule.alpha_bar[tau])
+    table = ddpm_on_levels(schedule.alpha_bar[tau], tau.to(torch.float64), variance, noise_at_last_step)
+    table.settings["timesteps"] = tau.tolist()
+    return table
+
+
+def ddpm_on_levels(
+    alpha_bar: torch.Tensor, model_times: torch.Tensor, variance: str = "beta", noise_at_last_step: bool = False
+) -> StepTable:
+    """Ancestral DDPM steps between increasing noise levels ``alpha_bar`` (decreasing values), the
+    model evaluated at ``model_times`` (integer or continuous); both given from data to noise."""
+    sub = schedule_from_alpha_bar("levels", alpha_bar)
     var = sub.beta if variance == "beta" else sub.beta_tilde
     std = var.sqrt()
     if not noise_at_last_step:
@@ -98,13 +108,22 @@ def ddpm_table(
     flip = lambda v: v.flip(0).clone()  # noqa: E731
     return StepTable(
         name="ddpm",
-        t=flip(tau.to(torch.float64)),
+        t=flip(model_times.to(torch.float64)),
         a=flip(a),
         b=flip(b),
         s=flip(std),
         alpha_bar=flip(sub.alpha_bar),
-        settings={"timesteps": tau.tolist(), "variance": variance, "noise_at_last_step": noise_at_last_step},
+        settings={"variance": variance, "noise_at_last_step": noise_at_last_step},
     )
+
+
+def as_ddpm(table: StepTable, variance: str = "beta", noise_at_last_step: bool = True) -> StepTable:
+    """Ancestral DDPM on the same noise levels and model times as ``table`` (e.g. an optimised
+    deterministic schedule), so that shortcut fine-tuning, which needs a Gaussian step with
+    positive variance everywhere, can start from any schedule."""
+    out = ddpm_on_levels(table.alpha_bar.flip(0), table.t.flip(0), variance, noise_at_last_step)
+    out.settings["from"] = table.name
+    return out
 
 
 def table_from_config(config, schedule: NoiseSchedule) -> StepTable:
