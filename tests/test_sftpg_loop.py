@@ -130,7 +130,8 @@ def test_cli_finetune_then_sample_uses_the_recorded_table(pretrained, tmp_path):
             "--set", "finetune.iterations=4", "--set", "finetune.eval_every=2", "--set", "evaluate.n_samples=200"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "fine-tuned 2-step sampler" in result.output and "floor" in result.output
+    assert "2-step ddpm sampler" in result.output and "noise floor" in result.output
+    assert (tmp_path / "ft" / "summary.md").is_file() and (tmp_path / "ft" / "figures" / "samples.png").is_file()
     checkpoint = tmp_path / "ft" / "checkpoints" / "finetune.safetensors"
     model, config, meta = load_model(checkpoint)
     assert meta["table"]["s"][-1] > 0 and meta["stage"] == "finetune"

@@ -1,6 +1,7 @@
 """The ``fewstep`` command line: pretrain, sample, evaluate, quickstart, config."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import sys
@@ -87,8 +88,18 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
     """Train an epsilon-prediction DDPM (simple loss, EMA weights) on the configured data."""
     from .pretrain import pretrain as run_pretrain
 
+    from .reports import score_rows, training_curves, write_summary
+    from .schedules import make_schedule
+    from .steps import table_from_config
+
     run = open_run(run_dir, config_path, overrides, resume, "pretrain")
-    run_pretrain(run.config, run, resume=resume, progress=not quiet)
+    started = time.time()
+    model = run_pretrain(run.config, run, resume=resume, progress=not quiet)
+    c = run.config
+    rows = score_rows(run, c, [(f"DDPM T={c.schedule.T}", model)], table_from_config(c, make_schedule(c.schedule.kind, c.schedule.T)), not quiet)
+    training_curves(run, c)
+    click.echo(write_summary(run, f"fewstep pretrain ({c.data.name}, {c.schedule.kind} schedule, T={c.schedule.T}, {c.pretrain.steps} steps)",
+                             rows, time.time() - started))
     click.echo(f"checkpoint: {run.checkpoint('pretrain')}")
 
 
@@ -172,8 +183,8 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
     --set finetune.estimator=pathwise --set finetune.critic_reg=gp. Plain policy gradient:
     --set finetune.estimator=pg.
     """
-    from .evaluation import evaluate_sampler, format_scores
     from .finetune import finetune as run_finetune, finetune_config
+    from .reports import score_rows, training_curves, write_summary
     from .models import load_model, table_for_checkpoint
     from .runs import Run
 
@@ -197,10 +208,14 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
             click.echo(f"note: the checkpoint's {table.name} sampler is not Gaussian at every step; "
                        f"fine-tuning ancestral DDPM on its {table.K} noise levels")
             table = as_ddpm(table, run.config.sampler.variance)
+    started = time.time()
+    before = copy.deepcopy(model)
     model, table = run_finetune(run.config, run, model, resume=resume, progress=not quiet, table=table)
-    _, result = evaluate_sampler(model, table, run.config, progress=not quiet)
-    run.log({"stage": "evaluate", "step": run.config.finetune.iterations, "model": "finetuned", **result})
-    click.echo(f"fine-tuned {table.K}-step sampler: {format_scores(result)}")
+    c = run.config
+    rows = score_rows(run, c, [("before", before), (f"{c.finetune.estimator}/{c.finetune.critic_reg}", model)], table, not quiet)
+    training_curves(run, c)
+    click.echo(write_summary(run, f"fewstep finetune ({c.data.name}, {table.K}-step {table.name} sampler, {c.finetune.iterations} iterations)",
+                             rows, time.time() - started))
     click.echo(f"checkpoint: {run.checkpoint('finetune')}")
 
 
