@@ -10,7 +10,8 @@ sampler is scored by exact W2 (and sliced W2) against fresh data at NFE in {2, 4
 * schedule methods, all sampled with the discretisation bound's DDIM sampler (endpoints T-1 and 0):
   Phase 1 by exact DP on a grid, Phase 1 by Adam early-stopped on held-out sliced W2,
   Phase 1 + Phase 2, Phase 2 at uniform steps, Align Your Steps; and Watson et al.'s ELBO DP
-  (sampled with DDPM on its steps).
+  (sampled with DDPM on its steps); and the Phase-1 schedule as the initial sampler of shortcut
+  fine-tuning (SFT-PG with a baseline, fewstep.finetune; DDPM with noise at every step on its steps).
 
 "seconds" is the optimisation cost of a row (0 for fixed samplers). Writes JSON of the shape
 {"floor", "floors", "budget", "rows", "adam_trace"} and a PNG (W2 against NFE, one line per method).
@@ -45,8 +46,10 @@ from fewstep.metrics import sliced_w2
 NFES = (2, 4, 6, 10)
 DATASETS = ("swiss_roll", "moons")
 BUDGETS = {
-    "quick": {"pretrain_steps": 6000, "eval_samples": 2000, "n_mc": 2048, "adam_steps": 200, "finetune_steps": 600},
-    "full": {"pretrain_steps": 20000, "eval_samples": 5000, "n_mc": 4096, "adam_steps": 400, "finetune_steps": 2000},
+    "quick": {"pretrain_steps": 10000, "eval_samples": 2000, "n_mc": 2048, "adam_steps": 200, "finetune_steps": 600,
+              "sft_iterations": 300},
+    "full": {"pretrain_steps": 20000, "eval_samples": 5000, "n_mc": 4096, "adam_steps": 400, "finetune_steps": 2000,
+             "sft_iterations": 2000},
 }
 
 
@@ -130,6 +133,9 @@ def schedule_methods(model, config, schedule, K: int, data: torch.Tensor, budget
     out["opt/phase2-uniform"] = (tuned_u, bound_sampler_table(schedule, uniform), time.time() - started)
     out["uniform (bound sampler)"] = (model, bound_sampler_table(schedule, uniform), 0.0)
 
+    if budget.get("sft_iterations"):
+        out.update(shortcut_rows(model, config, dp, budget, t_dp))
+
     started = time.time()
     ays = align_your_steps(model, schedule, K, data, grid_size=120, n_mc=1024)
     out["ays"] = (model, bound_sampler_table(schedule, ays.times), time.time() - started)
@@ -141,6 +147,27 @@ def schedule_methods(model, config, schedule, K: int, data: torch.Tensor, budget
     out["watson-elbo-dp"] = (model, ddpm_table(schedule, steps, "beta_tilde", False), time.time() - started)
     log(f"  K={K} Watson times {steps.flip(0).tolist()}")
     return out
+
+
+def shortcut_rows(model, config, dp, budget: dict, t_dp: float) -> dict:
+    """Optimised schedule (Phase 1, DP) as the initial sampler of shortcut fine-tuning (SFT-PG, fewstep.finetune)."""
+    import copy
+
+    from fewstep.finetune import finetune
+    from fewstep.schedule_opt import shortcut_table
+
+    schedule = make_schedule("linear", 1000)
+    table = shortcut_table(schedule, dp.times)
+    n = budget["sft_iterations"]
+    ft_config = load_config(None, [f"data.name={config.data.name}", "schedule.kind=linear", "schedule.T=1000",
+                                   f"finetune.iterations={n}", f"finetune.eval_every={n}", f"finetune.checkpoint_every={n}",
+                                   "finetune.eval_samples=500"])
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.time()
+        tuned, _ = finetune(ft_config, Run(Path(tmp) / "sft", ft_config), copy.deepcopy(model), progress=False, table=table)
+        seconds = time.time() - started
+    return {"opt/phase1-dp as DDPM (SFT init)": (model, table, t_dp),
+            "opt/phase1-dp + SFT-PG": (tuned.requires_grad_(False), table, t_dp + seconds)}
 
 
 def adam_trace(model, config, schedule, data, K: int, budget: dict, scorer: Scorer) -> list[dict]:
@@ -167,7 +194,7 @@ def figure(rows: list[dict], floors: dict, path: Path) -> None:
 
     datasets = list(floors)
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("reference")))
     cmap = plt.get_cmap("tab20")
     for ax, name in zip(axes[0], datasets):
         for i, m in enumerate(methods):
@@ -176,11 +203,37 @@ def figure(rows: list[dict], floors: dict, path: Path) -> None:
             ax.plot(*zip(*pts), marker="o", ms=3, lw=2.5 if bold else 1.0, color=cmap(i % 20),
                     ls="-" if i < 20 else "--", label=m)
         ax.axhline(floors[name]["w2"], color="k", ls=":", label="noise floor")
+        ref = [r["w2"] for r in rows if r["data"] == name and r["method"] == "reference: ddpm/all"]
+        if ref:
+            ax.axhline(ref[0], color="k", ls="--", lw=1, label="DDPM, all 1000 steps")
         ax.set_yscale("log")
         ax.set_xlabel("NFE (model evaluations)")
         ax.set_ylabel("W2 to data")
         ax.set_title(f"{name} (T=1000 linear DDPM)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def trace_figure(traces: dict, floors: dict, path: Path) -> None:
+    """Adam on the bound without early stopping (K = 4): the loss and the held-out W2 per evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(traces), figsize=(5.5 * len(traces), 4), squeeze=False)
+    for ax, (name, trace) in zip(axes[0], traces.items()):
+        pts = [(h["step"], h["loss"], h["w2_eval"]) for h in trace if "loss" in h]
+        steps, loss, w2 = zip(*pts)
+        ax.plot(steps, loss, color="tab:blue", marker="o", ms=3, label="discretisation loss (MC)")
+        ax.set_xlabel("Adam iteration")
+        ax.set_ylabel("loss", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(steps, w2, color="tab:red", marker="s", ms=3, label="W2 of samples")
+        twin.set_ylabel("W2 to data", color="tab:red")
+        ax.set_title(f"{name}: Phase 1 by Adam, K=4, no early stopping")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -212,6 +265,9 @@ def main(argv=None) -> int:
             data = DataSource(config.data).train()
             scorer = Scorer(config, budget["eval_samples"])
             floors[name] = scorer.floor
+            reference = scorer.table(model, ddpm_table(schedule, None, "beta_tilde", False))
+            rows.append({"data": name, "method": "reference: ddpm/all", "steps": schedule.T, **reference, "seconds": 0.0})
+            log(f"{name}: DDPM with all {schedule.T} steps W2 {reference['w2']:.4f}")
             for K in nfes:
                 for method, (table, secs) in fixed_samplers(model, schedule, K, data, budget["n_mc"]).items():
                     if callable(table):
@@ -230,6 +286,7 @@ def main(argv=None) -> int:
               "rows": rows, "adam_trace": traces}
     out.write_text(json.dumps(result, indent=1))
     figure(rows, floors, out.with_suffix(".png"))
+    trace_figure(traces, floors, out.with_name(out.stem + "_adam.png"))
     print_table(rows, floors, nfes)
     return 0
 
@@ -239,7 +296,10 @@ def print_table(rows: list[dict], floors: dict, nfes: list[int]) -> None:
         print(f"\n{name}: W2 (noise floor W2 {floor['w2']:.4f}, sliced W2 {floor['sw2']:.4f})")
         print(f"| method | " + " | ".join(f"NFE {k}" for k in nfes) + " | seconds (max) |")
         print("|---|" + "---|" * (len(nfes) + 1))
-        for m in dict.fromkeys(r["method"] for r in rows if r["data"] == name):
+        for r in rows:
+            if r["data"] == name and r["method"].startswith("reference"):
+                print(f"({r['method']}: {r['steps']} steps, W2 {r['w2']:.4f})")
+        for m in dict.fromkeys(r["method"] for r in rows if r["data"] == name and not r["method"].startswith("reference")):
             sel = {r["steps"]: r for r in rows if r["data"] == name and r["method"] == m}
             cells = " | ".join(f"{sel[k]['w2']:.4f}" if k in sel else "-" for k in nfes)
             print(f"| {m} | {cells} | {max(r['seconds'] for r in sel.values()):.1f} |")
