@@ -81,17 +81,9 @@ def baseline_values(baseline: nn.Module, x: torch.Tensor, k: torch.Tensor) -> to
     return baseline(x, k.to(device=x.device, dtype=x.dtype)).view(-1)
 
 
-def ipm_gap(critic: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """g(p_theta, f_alpha, q) of eq. 6, estimated on equal-size batches."""
-    return critic_values(critic, fake).mean() - critic_values(critic, real).mean()
-
-
-def baseline_residual(critic: nn.Module, baseline: nn.Module, traj: Trajectory, detach_critic: bool) -> torch.Tensor:
-    """R_B of eq. 21: E sum_t (f(x_0) - V(x_{t+1}, t))^2 over the trajectories' K steps."""
+def baseline_residual(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory) -> torch.Tensor:
+    """R_B of eq. 21: E sum_t (f(x_0) - V(x_{t+1}, t))^2, given the critic values ``f0`` of ``traj.x0``."""
     K, n = traj.K, traj.x.shape[1]
-    f0 = critic_values(critic, traj.x0)
-    if detach_critic:
-        f0 = f0.detach()
     k = torch.arange(K).repeat_interleave(n)
     v = baseline_values(baseline, traj.x[:-1].reshape(K * n, *traj.x.shape[2:]), k).view(K, n)
     return (f0[None] - v).pow(2).sum(0).mean()
@@ -120,17 +112,20 @@ def update_critic(nets: Nets, traj: Trajectory, real: torch.Tensor, cfg: Finetun
     With GP the baseline is fitted by eq. 21 alone (the critic's values held fixed).
     """
     fake = traj.x0
-    gap = ipm_gap(nets.critic, fake, real)
+    f_fake = critic_values(nets.critic, fake)
+    gap = f_fake.mean() - critic_values(nets.critic, real).mean()  # g of eq. 6, m fake vs m real
     uses_baseline = cfg.estimator == "pg_baseline" or cfg.critic_reg == "baseline"
-    residual = baseline_residual(nets.critic, nets.baseline, traj, detach_critic=cfg.critic_reg != "baseline") if uses_baseline else None
+    stats = {"gap": gap.item()}
+    if uses_baseline:  # with GP the critic's values are held fixed in R_B: it only fits the baseline
+        residual = baseline_residual(f_fake if cfg.critic_reg == "baseline" else f_fake.detach(), nets.baseline, traj)
+        stats["r_b"] = residual.item()
     if cfg.critic_reg == "baseline":
         loss = -(gap - cfg.lam * residual)
-        stats = {"gap": gap.item(), "r_b": residual.item()}
     else:
         penalty = gradient_penalty(nets.critic, fake, real, generator)
-        loss = -(gap - cfg.gp_weight * penalty) + (residual if residual is not None else 0.0)
-        stats = {"gap": gap.item(), "r_gp": penalty.item(), **({"r_b": residual.item()} if residual is not None else {})}
-    _check_finite("critic loss", loss.detach(), cfg.critic_bound, critic_values(nets.critic, fake).detach())
+        loss = -(gap - cfg.gp_weight * penalty) + (residual if uses_baseline else 0.0)
+        stats["r_gp"] = penalty.item()
+    _check_finite("critic loss", loss.detach(), cfg.critic_bound, f_fake.detach())
     nets.opt_critic.zero_grad(set_to_none=True)
     nets.opt_baseline.zero_grad(set_to_none=True)
     loss.backward()
