@@ -42,6 +42,12 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     meta = load_model(tmp_path / "fin" / "checkpoints" / "schedule_finetune.safetensors")[2]
     assert meta["schedule_times"] == record["schedule_times"]
 
+    both = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(ckpt), "--run-dir", str(tmp_path / "both"),
+                                "--quiet", *_sets([*FAST, "schedule_opt.rounds=2"])])
+    assert both.exit_code == 0, both.output
+    meta = load_model(tmp_path / "both" / "checkpoints" / "schedule_finetune.safetensors")[2]
+    assert meta["rounds"] == 2 and len(meta["schedule_times"]) == 4 and meta["table"]["name"] == "schedule_opt"
+
 
 def test_bad_input_is_one_line(tmp_path):
     runner = CliRunner()

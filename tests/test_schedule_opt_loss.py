@@ -142,3 +142,20 @@ def test_shortcut_table_from_a_schedule():
     assert table.is_fully_stochastic and table.is_markov_gaussian
     with pytest.raises(Exception):
         shortcut_table(schedule, torch.tensor([999.0, 0.7, 0.6, 0.0]))  # both round to 1
+
+
+def test_alternate_runs_r_rounds_of_both_phases():
+    from fewstep.schedule_opt import ScheduleResult, alternate
+
+    schedule = make_schedule("linear", 1000)
+    data = _gaussian_data(512)
+    seen = []
+
+    def phase1(model):
+        seen.append(model)
+        return ScheduleResult(torch.tensor([999.0, 300.0 + len(seen), 0.0], dtype=torch.float64), 0.0)
+
+    start = random_net(seed=7)
+    model, result = alternate(start, schedule, data, phase1, rounds=3, steps=3, lr=1e-3, batch_size=32)
+    assert len(seen) == 3 and seen[0] is start and seen[1] is not start  # each round sees the last fine-tuned model
+    assert result.times[1] == 303.0 and model is not seen[-1]
