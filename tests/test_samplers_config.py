@@ -29,6 +29,8 @@ def test_kinds():
     assert _same(table_from_config(cfg, sched), dpm_solver_2m_table(sched, [0, 10, 500]))
     cfg = load_config(None, [*base, "sampler.kind=fastdpm", "sampler.fastdpm_approach=VAR", "sampler.kappa=0.2"])
     assert _same(table_from_config(cfg, sched), fastdpm_table(sched, 5, "VAR", "linear", 0.2))
+    cfg = load_config(None, [*base, "sampler.spacing=quadratic"])  # ddpm with sampler.steps uses the spacing
+    assert _same(table_from_config(cfg, sched), ddpm_table(sched, [0, 62, 250, 562, 999], "beta", True))
     with pytest.raises(FewstepError):
         table_from_config(load_config(None, [*base, "sampler.kind=analytic_dpm"]), sched)
     with pytest.raises(FewstepError):

@@ -71,7 +71,7 @@ class SamplerConfig:
     timesteps: list[int] | None = opt(None, "increasing sub-sequence of [0, T-1] to sample on; null = all T steps")
     kind: str = opt("ddpm", "sampler: ddpm (ancestral, eq. 3), ddim, fastdpm, analytic_dpm, dpm_solver_2m (multistep ODE)",
                     choices=("ddpm", "ddim", "fastdpm", "analytic_dpm", "dpm_solver_2m"))
-    steps: int | None = opt(None, "number of steps K for kinds other than ddpm when timesteps is null", min=1)
+    steps: int | None = opt(None, "number of steps K when timesteps is null (ddpm: null = all T steps)", min=1)
     spacing: str = opt("uniform", "how K steps are spaced when timesteps is null: uniform in time, quadratic, "
                        "uniform in log-SNR, karras (EDM rho=7)", choices=("uniform", "quadratic", "logsnr", "karras"))
     eta: float = opt(0.0, "DDIM stochasticity (0: deterministic, 1: ancestral DDPM on the same steps)", min=0.0)

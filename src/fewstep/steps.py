@@ -129,7 +129,7 @@ def as_ddpm(table: StepTable, variance: str = "beta", noise_at_last_step: bool =
 def table_from_config(config, schedule: NoiseSchedule) -> StepTable:
     """The step table that ``config.sampler`` describes for a model trained on ``schedule``."""
     s = config.sampler
-    if getattr(s, "kind", "ddpm") == "ddpm":
+    if getattr(s, "kind", "ddpm") == "ddpm" and (s.timesteps is not None or getattr(s, "steps", None) is None):
         return ddpm_table(schedule, s.timesteps, s.variance, s.noise_at_last_step)
     from .samplers.from_config import table_for_kind  # lazy: the samplers import this module
 

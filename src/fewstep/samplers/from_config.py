@@ -32,6 +32,11 @@ def table_for_kind(sampler, schedule: NoiseSchedule) -> StepTable:
         return fastdpm_table(schedule, sampler.steps, sampler.fastdpm_approach, sampler.fastdpm_schedule,
                              sampler.kappa, sampler.fastdpm_reverse)
     times = sampler_times(sampler, schedule)
+    if kind == "ddpm":  # sampler.steps with a spacing: the K spaced steps, rounded to distinct integers
+        from ..steps import ddpm_table
+        from .spacings import round_distinct
+
+        return ddpm_table(schedule, round_distinct(times).long(), sampler.variance, sampler.noise_at_last_step)
     if kind == "ddim":
         return ddim_table(schedule, times, sampler.eta)
     if kind == "dpm_solver_2m":
