@@ -11,7 +11,7 @@ from fewstep.pretrain import pretrain
 from fewstep.runs import Run
 
 OVERRIDES = ["pretrain.steps=24", "pretrain.checkpoint_every=8", "pretrain.log_every=4", "pretrain.batch_size=64",
-             "model.hidden=[32,32]", "schedule.T=10", "seed=3"]
+             "model.hidden=[32,32]", "schedule.T=10", "seed=3", "evaluate.n_samples=50"]  # the CLI scores the result
 
 
 def interrupt_at(step):
