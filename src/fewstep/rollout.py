@@ -71,7 +71,7 @@ def step_mean(
 
     mean = a[k] x + b[k] eps(x, t[k]) (+ c[k] eps_prev for multistep tables).
     """
-    k = torch.full((x.shape[0],), int(k), dtype=torch.long) if isinstance(k, int) else k.long().cpu()
+    k = k.long().cpu() if torch.is_tensor(k) else torch.full((x.shape[0],), int(k), dtype=torch.long)
     t = table.t[k].to(device=x.device, dtype=x.dtype)
     eps = model(x, t)
     mean = _column(table.a, k, x) * x + _column(table.b, k, x) * eps
@@ -101,7 +101,7 @@ def step_log_prob(
 
     Used to re-score steps drawn from a buffer; differentiable in the model's parameters.
     """
-    kk = torch.full((x.shape[0],), int(k), dtype=torch.long) if isinstance(k, int) else k.long().cpu()
+    kk = k.long().cpu() if torch.is_tensor(k) else torch.full((x.shape[0],), int(k), dtype=torch.long)
     std = table.s[kk]
     if (std <= 0).any():
         raise FewstepError(
