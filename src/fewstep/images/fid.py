@@ -243,7 +243,7 @@ def grid_figure(panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, flo
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.suptitle("noise floor (two halves of real data): " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in floor.items()), fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))  # leave the top row to the floor line
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
