@@ -30,7 +30,8 @@ def build_eps_model(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
         m = config.model
         return UNet(shape[0], shape[1], m.channels, m.channel_mult, m.num_res_blocks, m.attention_resolutions, m.dropout)
     if len(shape) != 1:
-        raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}")
+        hint = "; set model.kind=unet for images" if len(shape) == 3 else ""
+        raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}{hint}")
     m = config.model
     return TimeMLP(shape[0], hidden=m.hidden, activation=m.activation, time_dim=m.time_dim)
 
