@@ -18,7 +18,7 @@ from .config import Config, to_dict
 from .data import DataSource
 from .errors import FewstepError
 from .evaluation import evaluate_sampler
-from .models import build_baseline, build_critic, save_model, set_threads
+from .models import EMA, build_baseline, build_critic, save_model, set_threads
 from .runs import Run
 from .schedules import make_schedule
 from .sftpg import Nets, iteration
@@ -75,6 +75,10 @@ def finetune(
     table = table or table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
     check_table(table, cfg.estimator)
     nets = make_nets(config, model, shape)
+    # Optional EMA of the generator's weights (not in the paper): rollouts use the trained weights,
+    # evaluation, sampling and the saved model.* use the average, which damps adversarial oscillation.
+    ema = EMA(nets.generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    sampler = ema.model if ema else nets.generator
     generator = torch.Generator().manual_seed(config.seed + 2)
     path = run.checkpoint("finetune")
 
@@ -83,8 +87,10 @@ def finetune(
         tensors, meta = load_checkpoint(path)
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule), "finetune": to_dict(cfg)}, str(path))
         for part in PARTS:
-            load_module(getattr(nets, part), "model" if part == "generator" else part, tensors, str(path))
+            load_module(getattr(nets, part), part if part != "generator" else ("train" if ema else "model"), tensors, str(path))
             load_optimizer(getattr(nets, f"opt_{part}"), f"optim_{part}", tensors, meta["optim"][part])
+        if ema:
+            load_module(ema.model, "model", tensors, str(path))
         generator.set_state(tensors["rng.finetune"])
         start, seconds = meta["step"], meta["seconds"]
         table = table_from_dict(meta["table"])  # the run goes on with the table it started with
@@ -93,19 +99,19 @@ def finetune(
     def save(step: int) -> None:
         extra, optim_meta = {"rng.finetune": generator.get_state()}, {}
         for part in PARTS:
-            if part != "generator":  # the generator is saved as model.*
-                extra.update(module_tensors(part, getattr(nets, part)))
+            if part != "generator" or ema:  # model.* holds the weights to sample with
+                extra.update(module_tensors(part if part != "generator" else "train", getattr(nets, part)))
             tensors, optim_meta[part] = optimizer_tensors(f"optim_{part}", getattr(nets, f"opt_{part}"))
             extra.update(tensors)
         meta = {"step": step, "seconds": seconds, "optim": optim_meta, "table": table_to_dict(table)}
-        save_model(path, nets.generator, config, shape, "finetune", extra, meta)
+        save_model(path, sampler, config, shape, "finetune", extra, meta)
 
     def draw_real(m: int) -> torch.Tensor:
         return train[torch.randint(0, len(train), (m,), generator=generator).to(device)]
 
     def evaluate(step: int, stats: dict) -> dict:
         eval_config = Config(**{**config.__dict__, "evaluate": type(config.evaluate)(**{**config.evaluate.__dict__, "n_samples": cfg.eval_samples})})
-        _, result = evaluate_sampler(nets.generator.eval(), table, eval_config)
+        _, result = evaluate_sampler(sampler.eval(), table, eval_config)
         nets.generator.train()
         record = {"stage": "finetune", "step": step, "seconds": round(seconds, 3), **stats,
                   "w2": result["model"]["w2"], "sw2": result["model"]["sw2"], "floor_w2": result["floor"]["w2"], "floor_sw2": result["floor"]["sw2"]}
@@ -119,6 +125,8 @@ def finetune(
     for step in bar:
         tick = time.perf_counter()
         stats = iteration(nets, table, cfg, draw_real, shape, generator, device)
+        if ema:
+            ema.update(nets.generator)
         seconds += time.perf_counter() - tick
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.iterations:
@@ -128,7 +136,7 @@ def finetune(
             save(done)
         if callback is not None:
             callback(done, stats)
-    return nets.generator.eval(), table
+    return sampler.eval(), table
 
 
 def finetune_config(checkpoint: str, preset: str, config_path: str | None, overrides: list[str]) -> Config:
