@@ -18,7 +18,7 @@ from .config import Config, to_dict
 from .data import DataSource
 from .errors import FewstepError
 from .evaluation import evaluate_sampler
-from .models import EMA, build_baseline, build_critic, save_model, set_threads
+from .models import EMA, adam, build_baseline, build_critic, save_model, set_threads
 from .runs import Run
 from .schedules import make_schedule
 from .sftpg import Nets, iteration
@@ -36,9 +36,9 @@ def make_nets(config: Config, model: torch.nn.Module, shape: tuple[int, ...]) ->
         generator=model,
         critic=critic,
         baseline=baseline,
-        opt_generator=torch.optim.Adam(model.parameters(), lr=cfg.lr_generator),
-        opt_critic=torch.optim.Adam(critic.parameters(), lr=cfg.lr_critic),
-        opt_baseline=torch.optim.Adam(baseline.parameters(), lr=cfg.lr_baseline),
+        opt_generator=adam(model.parameters(), cfg.lr_generator, device),
+        opt_critic=adam(critic.parameters(), cfg.lr_critic, device),
+        opt_baseline=adam(baseline.parameters(), cfg.lr_baseline, device),
     )
 
 

@@ -18,7 +18,7 @@ from .checkpoint import load_checkpoint, load_module, load_optimizer, module_ten
 from .config import Config, to_dict
 from .data import DataSource
 from .distributed import average, average_gradients, broadcast_parameters, setup
-from .models import EMA, build_eps_model, save_model, set_threads
+from .models import EMA, adam, build_eps_model, save_model, set_threads
 from .runs import Run
 from .schedules import NoiseSchedule, make_schedule
 
@@ -78,7 +78,7 @@ def pretrain(
     model = build_eps_model(config, tuple(data.shape[1:])).to(device)
     broadcast_parameters(model, ctx)
     ema = EMA(model, cfg.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = adam(model.parameters(), cfg.lr, device)
     generator = torch.Generator().manual_seed(config.seed)
     loss_fn = EpsilonLoss(schedule)
     path = run.checkpoint("pretrain")
