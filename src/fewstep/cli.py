@@ -212,7 +212,7 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
     before = copy.deepcopy(model)
     model, table = run_finetune(run.config, run, model, resume=resume, progress=not quiet, table=table)
     c = run.config
-    rows = score_rows(run, c, [("before", before), (f"{c.finetune.estimator}/{c.finetune.critic_reg}", model)], table, not quiet)
+    rows = score_rows(run, c, [("before", before), (method_name(c.finetune), model)], table, not quiet)
     training_curves(run, c)
     click.echo(write_summary(run, f"fewstep finetune ({c.data.name}, {table.K}-step {table.name} sampler, {c.finetune.iterations} iterations)",
                              rows, time.time() - started))

@@ -33,6 +33,12 @@ from .rollout import Trajectory, draw_noise, rollout, step_log_prob
 from .steps import StepTable
 
 
+def method_name(cfg: FinetuneConfig) -> str:
+    """The paper's name of a configured variant: SFT-PG (B), SFT-PG (GP), SFT (GP), PG (B)..."""
+    estimator = {"pg_baseline": "SFT-PG", "pathwise": "SFT", "pg": "PG without baseline"}[cfg.estimator]
+    return f"{estimator} ({'B' if cfg.critic_reg == 'baseline' else 'GP'})"
+
+
 class Buffer:
     """The trajectory buffer B of Algorithm 1: every step (x_{t+1}, x_t, x_0, t) of each rollout."""
 
