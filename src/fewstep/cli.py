@@ -187,6 +187,7 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
     from .reports import score_rows, training_curves, write_summary
     from .models import load_model, table_for_checkpoint
     from .runs import Run
+    from .sftpg import method_name
 
     if resume:
         run = open_run(run_dir, None, overrides, True, "finetune")
