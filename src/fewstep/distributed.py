@@ -104,6 +104,15 @@ def average(value: float, context: Context) -> float:
     return float(t.item()) / context.world_size
 
 
+def maximum(value: float, context: Context) -> float:
+    """The largest value of a number over the processes (divergence checks must agree)."""
+    if not context.active:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier(context: Context) -> None:
     if context.active:
         dist.barrier()

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_matches, load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors
 from .config import Config, to_dict
 from .data import DataSource
+from .distributed import broadcast_parameters, setup
 from .errors import FewstepError
 from .evaluation import evaluate_sampler
 from .models import EMA, adam, build_baseline, build_critic, save_model, set_threads
@@ -27,8 +28,8 @@ from .steps import StepTable, table_from_config, table_from_dict, table_to_dict
 PARTS = ("generator", "critic", "baseline")
 
 
-def make_nets(config: Config, model: torch.nn.Module, shape: tuple[int, ...]) -> Nets:
-    cfg, device = config.finetune, torch.device(config.device)
+def make_nets(config: Config, model: torch.nn.Module, shape: tuple[int, ...], device: torch.device | None = None) -> Nets:
+    cfg, device = config.finetune, device or torch.device(config.device)
     torch.manual_seed(config.seed + 1)
     critic, baseline = build_critic(config, shape).to(device), build_baseline(config, shape).to(device)
     model = model.to(device).train().requires_grad_(True)
@@ -65,16 +66,22 @@ def finetune(
     Logs ``{"stage": "finetune", "step": i, "seconds": training wall-clock, "w2": ..., ...}`` every
     ``finetune.eval_every`` iterations (W2 on ``finetune.eval_samples`` samples, with the floor).
     A non-finite loss or a critic beyond ``finetune.critic_bound`` stops the run with a FewstepError;
-    the last good checkpoint stays as it was.
+    the last good checkpoint stays as it was. Under ``torchrun`` each process rolls out its share of
+    every batch, gradients are averaged, and only rank 0 evaluates and writes; N processes take the
+    same steps as one (``fewstep.distributed``, ``sftpg.iteration``).
     """
-    cfg, device = config.finetune, torch.device(config.device)
+    cfg = config.finetune
+    ctx = setup(config.device)  # data-parallel under torchrun (fewstep.distributed); else one process
+    device = ctx.device
     data = DataSource(config.data)
     train = data.train().to(device)
     shape = tuple(train.shape[1:])
     set_threads(config, shape)
     table = table or table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
     check_table(table, cfg.estimator)
-    nets = make_nets(config, model, shape)
+    nets = make_nets(config, model.to(device), shape, device)
+    for part in PARTS:
+        broadcast_parameters(getattr(nets, part), ctx)
     # Optional EMA of the generator's weights (not in the paper): rollouts use the trained weights,
     # evaluation, sampling and the saved model.* use the average, which damps adversarial oscillation.
     ema = EMA(nets.generator, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -94,7 +101,8 @@ def finetune(
         generator.set_state(tensors["rng.finetune"])
         start, seconds = meta["step"], meta["seconds"]
         table = table_from_dict(meta["table"])  # the run goes on with the table it started with
-        run.truncate_metrics("finetune", start)
+        if ctx.is_main:
+            run.truncate_metrics("finetune", start)
 
     def save(step: int) -> None:
         extra, optim_meta = {"rng.finetune": generator.get_state()}, {}
@@ -118,21 +126,21 @@ def finetune(
         run.log(record)
         return record
 
-    if start == 0:
+    if start == 0 and ctx.is_main:
         evaluate(0, {})
         save(0)
-    bar = tqdm(range(start, cfg.iterations), desc="finetune", disable=not progress, initial=start, total=cfg.iterations)
+    bar = tqdm(range(start, cfg.iterations), desc="finetune", disable=not (progress and ctx.is_main), initial=start, total=cfg.iterations)
     for step in bar:
         tick = time.perf_counter()
-        stats = iteration(nets, table, cfg, draw_real, shape, generator, device)
+        stats = iteration(nets, table, cfg, draw_real, shape, generator, device, ctx)
         if ema:
             ema.update(nets.generator)
         seconds += time.perf_counter() - tick
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.iterations:
+        if (done % cfg.eval_every == 0 or done == cfg.iterations) and ctx.is_main:
             record = evaluate(done, stats)
             bar.set_postfix(w2=f"{record['w2']:.4f}", floor=f"{record['floor_w2']:.4f}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+        if (done % cfg.checkpoint_every == 0 or done == cfg.iterations) and ctx.is_main:
             save(done)
         if callback is not None:
             callback(done, stats)

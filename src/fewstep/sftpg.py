@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .config import FinetuneConfig
+from .distributed import Context, average, average_gradients, maximum
 from .errors import FewstepError
 from .rollout import Trajectory, draw_noise, rollout, step_log_prob
 from .steps import StepTable
@@ -39,8 +40,18 @@ def method_name(cfg: FinetuneConfig) -> str:
     return f"{estimator} ({'B' if cfg.critic_reg == 'baseline' else 'GP'})"
 
 
+SINGLE = Context()
+"""A single process (no data parallelism)."""
+
+
 class Buffer:
-    """The trajectory buffer B of Algorithm 1: every step (x_{t+1}, x_t, x_0, t) of each rollout."""
+    """The trajectory buffer B of Algorithm 1: every step (x_{t+1}, x_t, x_0, t) of each rollout.
+
+    Entries are stored round by round, step-major: entry ``r K m + k m + i`` is step k of
+    trajectory i of critic round r. Under data parallelism each process stores its own rows of every
+    round, and ``sample`` draws indices over the whole (all-process) buffer, so N processes draw
+    exactly the entries one process would (see ``fewstep.distributed``).
+    """
 
     def __init__(self) -> None:
         self.x_in: list[torch.Tensor] = []
@@ -58,9 +69,15 @@ class Buffer:
     def __len__(self) -> int:
         return sum(len(k) for k in self.k)
 
-    def sample(self, m: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """m entries drawn uniformly (with replacement) over all stored (trajectory, step) pairs."""
-        idx = torch.randint(0, len(self), (m,), generator=generator)
+    def sample(self, m: int, generator: torch.Generator, ctx: Context = SINGLE) -> tuple[torch.Tensor, ...]:
+        """m entries drawn uniformly (with replacement) over all stored (trajectory, step) pairs of
+        all processes; this process returns the draws that fall on its own trajectories."""
+        idx = torch.randint(0, len(self) * ctx.world_size, (m,), generator=generator)
+        if ctx.active:
+            K, share = int(self.k[0].max()) + 1, len(self.k[0]) // (int(self.k[0].max()) + 1)
+            width = share * ctx.world_size  # trajectories per round over all processes
+            r, k, i = idx // (K * width), (idx % (K * width)) // width, idx % width
+            idx = (r * K * share + k * share + i % share)[i // share == ctx.rank]
         x_in, x_out, x0, k = (torch.cat(part) for part in (self.x_in, self.x_out, self.x0, self.k))
         idx_dev = idx.to(x_in.device)
         return x_in[idx_dev], x_out[idx_dev], x0[idx_dev], k[idx]
@@ -95,24 +112,28 @@ def baseline_residual(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory) -
     return (f0[None] - v).pow(2).sum(0).mean()
 
 
-def gradient_penalty(critic: nn.Module, fake: torch.Tensor, real: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def gradient_penalty(critic: nn.Module, fake: torch.Tensor, real: torch.Tensor, generator: torch.Generator,
+                     ctx: Context = SINGLE) -> torch.Tensor:
     """R_GP of eq. 22 (WGAN-GP): E (||grad f(x_hat)|| - 1)^2 on random points between fake and real."""
-    u = torch.rand(fake.shape[0], *([1] * (fake.ndim - 1)), generator=generator).to(fake)
+    u = torch.rand(fake.shape[0] * ctx.world_size, *([1] * (fake.ndim - 1)), generator=generator)
+    u = u[ctx.rows(len(u)) or slice(None)].to(fake)
     x_hat = (u * fake + (1 - u) * real).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic_values(critic, x_hat).sum(), x_hat, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def _check_finite(name: str, value: torch.Tensor, bound: float, values: torch.Tensor | None = None) -> None:
-    if not torch.isfinite(value):
-        raise FewstepError(f"fine-tuning diverged: the {name} is {value.item()}")
-    if values is not None and values.abs().max() > bound:
-        raise FewstepError(
-            f"fine-tuning diverged: |critic| reached {values.abs().max().item():.3g} > finetune.critic_bound={bound:g}"
-        )
+def _check_finite(name: str, value: torch.Tensor, bound: float, values: torch.Tensor | None = None, ctx: Context = SINGLE) -> None:
+    """Stop on a non-finite loss or a critic beyond the bound, on every process at once."""
+    bad = maximum(0.0 if torch.isfinite(value) else 1.0, ctx)
+    if bad:
+        raise FewstepError(f"fine-tuning diverged: the {name} is not finite")
+    peak = maximum(float(values.abs().max()) if values is not None and values.numel() else 0.0, ctx)
+    if peak > bound:
+        raise FewstepError(f"fine-tuning diverged: |critic| reached {peak:.3g} > finetune.critic_bound={bound:g}")
 
 
-def update_critic(nets: Nets, traj: Trajectory, real: torch.Tensor, cfg: FinetuneConfig, generator: torch.Generator) -> dict:
+def update_critic(nets: Nets, traj: Trajectory, real: torch.Tensor, cfg: FinetuneConfig, generator: torch.Generator,
+                  ctx: Context = SINGLE) -> dict:
     """One critic round: maximise L = g - lambda R_B (eq. 23, 'B') or g - eta R_GP (eq. 22, 'GP').
 
     With GP the baseline is fitted by eq. 21 alone (the critic's values held fixed).
@@ -128,28 +149,37 @@ def update_critic(nets: Nets, traj: Trajectory, real: torch.Tensor, cfg: Finetun
     if cfg.critic_reg == "baseline":
         loss = -(gap - cfg.lam * residual)
     else:
-        penalty = gradient_penalty(nets.critic, fake, real, generator)
+        penalty = gradient_penalty(nets.critic, fake, real, generator, ctx)
         loss = -(gap - cfg.gp_weight * penalty) + (residual if uses_baseline else 0.0)
         stats["r_gp"] = penalty.item()
-    _check_finite("critic loss", loss.detach(), cfg.critic_bound, f_fake.detach())
+    _check_finite("critic loss", loss.detach(), cfg.critic_bound, f_fake.detach(), ctx)
     nets.opt_critic.zero_grad(set_to_none=True)
     nets.opt_baseline.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(nets.critic, ctx)
     nets.opt_critic.step()
     if uses_baseline:
+        average_gradients(nets.baseline, ctx)
         nets.opt_baseline.step()
     return stats
 
 
-def policy_gradient_loss(nets: Nets, table: StepTable, batch: tuple[torch.Tensor, ...], use_baseline: bool) -> torch.Tensor:
-    """Surrogate whose gradient is eq. 20 (eq. 15 without the baseline) on buffer entries."""
+def policy_gradient_loss(nets: Nets, table: StepTable, batch: tuple[torch.Tensor, ...], use_baseline: bool,
+                         m: int | None = None, ctx: Context = SINGLE) -> torch.Tensor:
+    """Surrogate whose gradient is eq. 20 (eq. 15 without the baseline) on buffer entries.
+
+    ``m`` is the number of entries drawn over all processes (default: this batch's size); this
+    process's share of the sum is scaled so that averaging gradients over processes gives the
+    full-batch mean.
+    """
     x_in, x_out, x0, k = batch
     with torch.no_grad():
         advantage = critic_values(nets.critic, x0)
         if use_baseline:
             advantage = advantage - baseline_values(nets.baseline, x_in, k)
     log_prob = step_log_prob(nets.generator, table, x_in, x_out, k)
-    return table.K * (advantage * log_prob).mean()
+    m = len(x_in) if m is None else m
+    return table.K * ctx.world_size * (advantage * log_prob).sum() / m
 
 
 def pathwise_loss(nets: Nets, table: StepTable, noise: torch.Tensor) -> torch.Tensor:
@@ -157,12 +187,12 @@ def pathwise_loss(nets: Nets, table: StepTable, noise: torch.Tensor) -> torch.Te
     return critic_values(nets.critic, rollout(nets.generator, table, noise).x0).mean()
 
 
-def update_generator(nets: Nets, loss: torch.Tensor, cfg: FinetuneConfig) -> float:
+def update_generator(nets: Nets, loss: torch.Tensor, cfg: FinetuneConfig, ctx: Context = SINGLE) -> float:
     """One generator step, clipping the gradient norm at gamma (Section 4.2) when configured."""
-    if not torch.isfinite(loss):
-        raise FewstepError(f"fine-tuning diverged: the generator loss is {loss.item()}")
+    _check_finite("generator loss", loss.detach(), float("inf"), ctx=ctx)
     nets.opt_generator.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(nets.generator, ctx)
     params = [p for p in nets.generator.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip is not None else float("inf"))
     nets.opt_generator.step()
@@ -177,22 +207,34 @@ def iteration(
     shape: tuple[int, ...],
     generator: torch.Generator,
     device: torch.device,
+    ctx: Context = SINGLE,
 ) -> dict:
-    """One outer iteration of Algorithm 1 ("while theta not converged do ...")."""
+    """One outer iteration of Algorithm 1 ("while theta not converged do ...").
+
+    Under data parallelism (``ctx``) every process draws the random numbers of the whole batch and
+    keeps its rows, so N processes take exactly the steps of one process with the same batch.
+    """
     m = cfg.batch_size
+    rows = ctx.rows(m) or slice(0, m)
+    share = rows.stop - rows.start
     buffer = Buffer()
     # theta is fixed during the critic rounds, so their n_critic x m i.i.d. trajectories are rolled
     # out in one batched call (same distribution, n_critic times fewer model calls) and split.
+    noise = draw_noise(table.K, cfg.n_critic * m, shape, generator=generator, device=device)
+    if ctx.active:
+        noise = noise[:, torch.cat([torch.arange(r * m + rows.start, r * m + rows.stop) for r in range(cfg.n_critic)])]
     with torch.no_grad():
-        everything = rollout(nets.generator, table, draw_noise(table.K, cfg.n_critic * m, shape, generator=generator, device=device))
+        everything = rollout(nets.generator, table, noise)
     for r in range(cfg.n_critic):
-        traj = everything.select(slice(r * m, (r + 1) * m))
+        traj = everything.select(slice(r * share, (r + 1) * share))
         buffer.add(traj)
-        critic_stats = update_critic(nets, traj, draw_real(m), cfg, generator)
+        critic_stats = update_critic(nets, traj, draw_real(m)[rows], cfg, generator, ctx)
     for _ in range(cfg.n_generator):
         if cfg.estimator == "pathwise":
-            loss = pathwise_loss(nets, table, draw_noise(table.K, m, shape, generator=generator, device=device))
+            loss = pathwise_loss(nets, table, draw_noise(table.K, m, shape, generator=generator, device=device)[:, rows])
         else:
-            loss = policy_gradient_loss(nets, table, buffer.sample(m, generator), cfg.estimator == "pg_baseline")
-        grad_norm = update_generator(nets, loss, cfg)
-    return {**critic_stats, "generator_loss": loss.item(), "grad_norm": grad_norm}
+            batch = buffer.sample(m, generator, ctx)
+            loss = policy_gradient_loss(nets, table, batch, cfg.estimator == "pg_baseline", m, ctx)
+        grad_norm = update_generator(nets, loss, cfg, ctx)
+    stats = {**critic_stats, "generator_loss": loss.item()}
+    return {**{k: average(v, ctx) for k, v in stats.items()}, "grad_norm": grad_norm}
