@@ -80,9 +80,18 @@ def check_scheduler_config(config: dict, source: str) -> str:
     return VARIANCES[variance_type]
 
 
+def _diffusers():
+    """The diffusers package, or a one-line error saying how to install it."""
+    try:
+        import diffusers
+    except ImportError:
+        raise FewstepError("diffusers is not installed; pip install 'fewstep[diffusers]'") from None
+    return diffusers
+
+
 def load_diffusers(path: str | Path | None = None, unet: str | Path | None = None, scheduler: str | Path | None = None) -> DiffusersModel:
     """Load a pipeline directory (with ``unet/`` and ``scheduler/``) or the two folders given apart."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    DDPMScheduler, UNet2DModel = _diffusers().DDPMScheduler, _diffusers().UNet2DModel
 
     if path is not None:
         path = Path(path)
@@ -110,7 +119,7 @@ def load_diffusers(path: str | Path | None = None, unet: str | Path | None = Non
 def save_pipeline(path: str | Path, model: DiffusersEps, scheduler, table: StepTable | None = None) -> Path:
     """Write ``model`` and ``scheduler`` as a DDPMPipeline directory, with the sampler's
     time-steps and step table in ``fewstep_sampler.json``."""
-    from diffusers import DDPMPipeline
+    DDPMPipeline = _diffusers().DDPMPipeline
 
     if not isinstance(model, DiffusersEps):
         raise FewstepError("only diffusers-backed models (load_diffusers) can be written as a DDPMPipeline")
