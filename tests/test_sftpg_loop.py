@@ -13,7 +13,7 @@ from fewstep.checkpoint import load_checkpoint, save_checkpoint
 from fewstep.cli import main
 from fewstep.config import load_config
 from fewstep.errors import FewstepError
-from fewstep.finetune import finetune
+from fewstep.finetune import finetune, lr_factor
 from fewstep.metrics import w2
 from fewstep.models import load_model
 from fewstep.pretrain import pretrain
@@ -172,3 +172,15 @@ def test_cli_finetune_starts_from_a_recorded_deterministic_schedule(pretrained, 
     assert "not Gaussian at every step" in result.output
     tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / "finetune.safetensors")[1]["table"]
     assert tuned["t"] == recorded.t.tolist() and all(s > 0 for s in tuned["s"])
+
+
+def test_generator_learning_rate_schedules(pretrained, tmp_path):
+    assert [lr_factor("linear", s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_factor("cosine", 0, 10) == 1.0 and abs(lr_factor("cosine", 5, 10) - 0.5) < 1e-12
+    assert lr_factor("constant", 7, 10) == 1.0
+    config, model, _ = pretrained
+    config = load_config(None, [*TINY, "finetune.iterations=4", "finetune.lr_schedule=linear", "finetune.lr_generator=1e-3"])
+    run = Run(tmp_path, config)
+    finetune(config, run, copy.deepcopy(model), progress=False)
+    groups = load_checkpoint(run.checkpoint("finetune"))[1]["optim"]["generator"]["param_groups"]
+    assert abs(groups[0]["lr"] - 1e-3 * 0.25) < 1e-12  # the last iteration (step 3 of 4) ran at 1/4

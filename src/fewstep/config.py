@@ -134,6 +134,7 @@ class FinetuneConfig:
     critic_hidden: list[int] = opt([128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)")
     baseline_hidden: list[int] = opt([128, 128], "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1; images: 1024, 1024, 256)")
     critic_channels: list[int] = opt([64, 128, 256], "images: widths of the conv critic's three stride-2 layers (App. F.2: 256, 512, 1024)", min=1)
+    lr_schedule: str = opt("constant", "generator learning-rate schedule over the iterations: constant (paper), linear or cosine decay to 0", choices=("constant", "linear", "cosine"))
     ema_decay: float = opt(0.0, "EMA of the generator weights used for sampling (not in the paper; 0 = off, 0.999 damps adversarial oscillation)", min=0.0, max=1.0)
     critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", min=0.0)
     eval_every: int = opt(100, "iterations between W2 evaluations during fine-tuning", min=1)

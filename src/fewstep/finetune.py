@@ -7,6 +7,7 @@ the optimisers and the random state needed to resume exactly.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -41,6 +42,18 @@ def make_nets(config: Config, model: torch.nn.Module, shape: tuple[int, ...], de
         opt_critic=adam(critic.parameters(), cfg.lr_critic, device),
         opt_baseline=adam(baseline.parameters(), cfg.lr_baseline, device),
     )
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the generator's learning rate at iteration ``step`` (a function of the step
+    alone, so a resumed run follows the same schedule)."""
+    progress = step / max(total, 1)
+    return {"constant": 1.0, "linear": 1.0 - progress, "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[schedule]
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def check_table(table: StepTable, estimator: str) -> None:
@@ -132,6 +145,7 @@ def finetune(
     bar = tqdm(range(start, cfg.iterations), desc="finetune", disable=not (progress and ctx.is_main), initial=start, total=cfg.iterations)
     for step in bar:
         tick = time.perf_counter()
+        set_learning_rate(nets.opt_generator, cfg.lr_generator * lr_factor(cfg.lr_schedule, step, cfg.iterations))
         stats = iteration(nets, table, cfg, draw_real, shape, generator, device, ctx)
         if ema:
             ema.update(nets.generator)
