@@ -61,7 +61,7 @@ def prepare_data(work: Path, image_size: int, n_train: int = 8000, seed: int = 0
 
 def pretrained(work: Path, image_size: int, T: int, steps: int, batch: int, channels: int, schedule: str = "linear"):
     """A U-Net DDPM pretrained on the training split (cached: a finished run is loaded)."""
-    overrides = [f"data.name=mnist", f"data.path={work / 'data'}", f"data.image_size={image_size}", "model.kind=unet",
+    overrides = ["data.name=mnist", f"data.path={work / 'data'}", f"data.image_size={image_size}", "model.kind=unet",
                  f"model.channels={channels}", f"schedule.kind={schedule}", f"schedule.T={T}", f"pretrain.steps={steps}",
                  f"pretrain.batch_size={batch}", "pretrain.lr=0.001", "pretrain.ema_decay=0.995",
                  "pretrain.log_every=100", f"pretrain.checkpoint_every={steps}"]

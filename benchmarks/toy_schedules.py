@@ -294,7 +294,7 @@ def main(argv=None) -> int:
 def print_table(rows: list[dict], floors: dict, nfes: list[int]) -> None:
     for name, floor in floors.items():
         print(f"\n{name}: W2 (noise floor W2 {floor['w2']:.4f}, sliced W2 {floor['sw2']:.4f})")
-        print(f"| method | " + " | ".join(f"NFE {k}" for k in nfes) + " | seconds (max) |")
+        print("| method | " + " | ".join(f"NFE {k}" for k in nfes) + " | seconds (max) |")
         print("|---|" + "---|" * (len(nfes) + 1))
         for r in rows:
             if r["data"] == name and r["method"].startswith("reference"):

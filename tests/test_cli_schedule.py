@@ -52,6 +52,7 @@ def test_optimise_then_sample_and_finetune(tmp_path):
 def test_bad_input_is_one_line(tmp_path):
     runner = CliRunner()
     pre = runner.invoke(main, ["pretrain", "--run-dir", str(tmp_path / "pre"), "--quiet", *_sets(TINY)])
+    assert pre.exit_code == 0, pre.output
     ckpt = str(tmp_path / "pre" / "checkpoints" / "pretrain.safetensors")
     bad = runner.invoke(main, ["schedule", "optimise", "--checkpoint", ckpt, "--set", "schedule_opt.method=magic"])
     assert bad.exit_code == 2 and "schedule_opt.method" in bad.output

@@ -17,7 +17,7 @@ from fewstep.finetune import finetune, lr_factor
 from fewstep.metrics import w2
 from fewstep.models import load_model
 from fewstep.pretrain import pretrain
-from fewstep.rollout import Trajectory, draw_noise, sample
+from fewstep.rollout import Trajectory, sample
 from fewstep.runs import Run
 from fewstep.schedules import make_schedule
 from fewstep.sftpg import Buffer
