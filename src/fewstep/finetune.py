@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .checkpoint import check_matches, load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors
 from .config import Config, to_dict
 from .data import DataSource
-from .distributed import broadcast_parameters, setup
+from .distributed import barrier, broadcast_parameters, setup
 from .errors import FewstepError
 from .evaluation import evaluate_sampler
 from .models import EMA, adam, build_baseline, build_critic, save_model, set_threads
@@ -158,6 +158,7 @@ def finetune(
             save(done)
         if callback is not None:
             callback(done, stats)
+    barrier(ctx)  # every process leaves together, after rank 0's last evaluation and write
     return sampler.eval(), table
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors, check_matches
 from .config import Config, to_dict
 from .data import DataSource
-from .distributed import average, average_gradients, broadcast_parameters, setup
+from .distributed import average, average_gradients, barrier, broadcast_parameters, setup
 from .models import EMA, adam, build_eps_model, save_model, set_threads
 from .runs import Run
 from .schedules import NoiseSchedule, make_schedule
@@ -121,4 +121,5 @@ def pretrain(
             save(done)
         if callback is not None:
             callback(done, loss.item())
+    barrier(ctx)  # every process leaves together, after rank 0's last write (no teardown race)
     return ema.model.eval()
