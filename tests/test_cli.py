@@ -83,3 +83,22 @@ def test_help_explains_every_option(command):
         stripped = line.strip()
         if stripped.startswith("--") and "  " not in stripped and not line.startswith("      "):
             pytest.fail(f"option without help in `fewstep {command} --help`: {stripped}")
+
+
+def test_a_partial_config_file_applies_on_top_of_the_checkpoints_config(tmp_path):
+    """`--config` holding one section changes that section only; the rest comes from the checkpoint."""
+    run_dir = tmp_path / "moons"
+    invoke("pretrain", "--run-dir", run_dir, "--quiet", "--set", "data.name=moons", "--set", "schedule.T=4",
+           "--set", "model.hidden=[16,16]", "--set", "pretrain.steps=20", "--set", "evaluate.n_samples=100")
+    partial = tmp_path / "eval.yaml"
+    partial.write_text("evaluate:\n  n_samples: 120\n")
+    scores = tmp_path / "scores.json"
+    invoke("evaluate", "--checkpoint", run_dir / "checkpoints" / "pretrain.safetensors", "--config", partial, "--out", scores)
+    assert json.loads(scores.read_text())["model"]["w2"] > 0
+    from fewstep.config import load_config
+
+    config = load_config(partial, ["evaluate.seed=3"], base={"data": {"name": "moons"}, "schedule": {"T": 4}})
+    assert (config.data.name, config.schedule.T, config.evaluate.n_samples, config.evaluate.seed) == ("moons", 4, 120, 3)
+    partial.write_text("- not a mapping\n")
+    bad = CliRunner().invoke(main, ["evaluate", "--samples", str(tmp_path / "x.npy"), "--config", str(partial)])
+    assert bad.exit_code == 2 and "mapping of sections" in bad.output

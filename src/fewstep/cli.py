@@ -42,20 +42,14 @@ def config_options(fn):
 
 def open_run(run_dir: str | None, config_path, overrides, resume: bool, default_name: str):
     """A fresh run directory for this config, or (with resume) the existing one."""
-    from .config import apply_overrides, load_config
+    from .config import load_config
     from .runs import Run
 
     if resume:
         if run_dir is None or not Path(run_dir).is_dir():
             raise FewstepError("--resume needs --run-dir pointing at an existing run directory")
-        return Run.resume(run_dir, apply_overrides({}, list(overrides)))
-    config = load_config(config_path, overrides)
-    path = Path(run_dir) if run_dir else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from .distributed import is_main_process
-
-    if (path / "config.yaml").exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
-        raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
-    return Run(path, config)
+        return Run.resume(run_dir, list(overrides))
+    return Run.create(run_dir, load_config(config_path, overrides), default_name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -147,13 +141,9 @@ def evaluate(checkpoint, samples, config_path, overrides, out):
 
         model, config, meta = load_model(checkpoint)
         if config_path or overrides:
-            from .config import apply_overrides, from_dict, to_dict, validate, Config
+            from .config import to_dict
 
-            if config_path:
-                config = load_config(config_path, overrides)
-            else:
-                config = from_dict(Config, apply_overrides(to_dict(config), list(overrides)))
-                validate(config)
+            config = load_config(config_path, overrides, base=to_dict(config))
             model, config, meta = load_model(checkpoint, config)  # its model and schedule must match the config
         table = table_for_checkpoint(config, meta)
         _, result = evaluate_sampler(model, table, config, progress=True)
@@ -192,11 +182,7 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
     if resume:
         run = open_run(run_dir, None, overrides, True, "finetune")
     else:
-        config = finetune_config(checkpoint, preset, config_path, list(overrides))
-        path = Path(run_dir) if run_dir else Path("runs") / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (path / "config.yaml").exists():
-            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
-        run = Run(path, config)
+        run = Run.create(run_dir, finetune_config(checkpoint, preset, config_path, list(overrides)), "finetune")
     model, _, meta = load_model(checkpoint, run.config)
     # A checkpoint that records its table (an optimised schedule, an earlier fine-tune) starts the
     # fine-tuning from that table, unless sampler settings are given on the command line.

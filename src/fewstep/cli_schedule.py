@@ -1,8 +1,6 @@
 """`fewstep schedule`: optimise a pretrained model's few-step schedule (Phase 1) and fine-tune at it (Phase 2)."""
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import click
 
@@ -12,30 +10,15 @@ from .errors import FewstepError
 
 def _open(checkpoint: str, run_dir: str | None, config_path, overrides, name: str):
     """The checkpoint's model, and a new run whose config is the checkpoint's with --config/--set applied."""
-    import yaml
-
-    from .config import Config, apply_overrides, from_dict, to_dict, validate
+    from .config import Config, from_dict, load_config, to_dict
     from .models import load_model
     from .runs import Run
 
     model, config, meta = load_model(checkpoint)
-    data = to_dict(config)
-    if config_path:
-        if not Path(config_path).is_file():
-            raise FewstepError(f"config file {config_path} does not exist")
-        for section, values in (yaml.safe_load(Path(config_path).read_text()) or {}).items():
-            if isinstance(values, dict) and isinstance(data.get(section), dict):
-                data[section].update(values)
-            else:
-                data[section] = values
-    config = from_dict(Config, apply_overrides(data, list(overrides)))
-    validate(config)
+    config = load_config(config_path, overrides, base=to_dict(config))
     if to_dict(config.model) != to_dict(from_dict(Config, meta["config"]).model):
         raise FewstepError("--config/--set may not change the model section of a trained checkpoint")
-    path = Path(run_dir) if run_dir else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (path / "config.yaml").exists():
-        raise FewstepError(f"run directory {path} already holds a run; choose another --run-dir")
-    return model, Run(path, config), meta
+    return model, Run.create(run_dir, config, name), meta
 
 
 def _options(fn):

@@ -6,6 +6,7 @@ Each field carries its meaning in ``help`` (shown by ``fewstep config``) and its
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -250,17 +251,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config of a YAML file (or the defaults) with ``overrides`` applied, fully checked."""
-    data: dict = {}
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None
+) -> Config:
+    """The checked config: ``base`` (a config dict such as a checkpoint's or a run's; default: the
+    defaults), updated section by section by the YAML file at ``path``, then by ``overrides``."""
+    data: dict = copy.deepcopy(base) if base else {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FewstepError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            file_data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise FewstepError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(file_data, dict):
+            raise FewstepError(f"config file {path} must hold a mapping of sections")
+        for section, values in file_data.items():
+            if isinstance(values, dict) and isinstance(data.get(section), dict):
+                data[section].update(values)
+            else:
+                data[section] = values
     config = from_dict(Config, apply_overrides(data, list(overrides)))
     validate(config)
     return config

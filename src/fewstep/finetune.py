@@ -164,23 +164,9 @@ def finetune(
 
 def finetune_config(checkpoint: str, preset: str, config_path: str | None, overrides: list[str]) -> Config:
     """The pretrained checkpoint's config, then the preset, the YAML file and ``--set`` overrides."""
-    import yaml
-
-    from .config import FINETUNE_PRESETS, apply_overrides, from_dict, validate
+    from .config import FINETUNE_PRESETS, load_config
 
     _, meta = load_checkpoint(checkpoint)
     data = meta.get("config", {})
     data["finetune"] = {**data.get("finetune", {}), **FINETUNE_PRESETS[preset]}
-    if config_path:
-        from pathlib import Path
-
-        if not Path(config_path).is_file():
-            raise FewstepError(f"config file {config_path} does not exist")
-        for section, values in (yaml.safe_load(Path(config_path).read_text()) or {}).items():
-            if isinstance(values, dict):
-                data.setdefault(section, {}).update(values)
-            else:
-                data[section] = values
-    config = from_dict(Config, apply_overrides(data, list(overrides)))
-    validate(config)
-    return config
+    return load_config(config_path, overrides, base=data)

@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import Config, from_dict, to_dict, validate
+from .config import Config, from_dict, load_config, to_dict
+from .distributed import is_main_process
 from .errors import FewstepError
 
 
@@ -23,9 +25,10 @@ class Run:
     def __init__(self, path: str | Path, config: Config):
         self.path = Path(path)
         self.config = config
-        for sub in ("checkpoints", "figures"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        if is_main_process():  # under torchrun only rank 0 writes
+            for sub in ("checkpoints", "figures"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            (self.path / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
     @staticmethod
     def saved_config(path: str | Path) -> dict:
@@ -36,15 +39,17 @@ class Run:
         return yaml.safe_load(file.read_text()) or {}
 
     @classmethod
-    def resume(cls, path: str | Path, overrides: dict | None = None) -> "Run":
-        data = cls.saved_config(path)
-        for section, values in (overrides or {}).items():
-            if isinstance(values, dict):
-                data.setdefault(section, {}).update(values)
-            else:
-                data[section] = values
-        config = from_dict(Config, data)
-        validate(config)
+    def create(cls, run_dir: str | Path | None, config: Config, default_name: str) -> "Run":
+        """A new run in ``run_dir`` (default ``runs/<default_name>-<time>``), never over an existing run."""
+        path = Path(run_dir) if run_dir else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (path / "config.yaml").exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
+            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
+        return cls(path, config)
+
+    @classmethod
+    def resume(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Run":
+        """The run in ``path`` with its recorded config, ``section.key=value`` overrides applied."""
+        config = load_config(None, overrides, base=cls.saved_config(path))
         recorded = from_dict(Config, cls.saved_config(path))
         for section in ("model", "schedule"):  # checked before config.yaml is rewritten: nothing is lost
             new, old = to_dict(getattr(config, section)), to_dict(getattr(recorded, section))
