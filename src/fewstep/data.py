@@ -83,6 +83,7 @@ class DataSource:
 
     def __init__(self, config):
         self.config = config
+        self._train: torch.Tensor | None = None
         self._file = load_array(config.path) if config.name == "file" else None
         if config.name in ("digits", "mnist", "cifar10", "folder"):  # finite image sets [N, C, H, W]
             from .images.data import load_images
@@ -94,9 +95,12 @@ class DataSource:
         return tuple(self.train().shape[1:])
 
     def train(self) -> torch.Tensor:
+        """The training set (a file's whole array, or the toy draw of ``data.seed``), made once."""
         if self._file is not None:
             return self._file
-        return toy_data(self.config.name, self.config.n_train, self.config.seed)
+        if self._train is None:
+            self._train = toy_data(self.config.name, self.config.n_train, self.config.seed)
+        return self._train
 
     def draw(self, n: int, seed: int) -> torch.Tensor:
         if self._file is None:

@@ -45,9 +45,12 @@ def noise_floor(config: Config, data: DataSource, n: int) -> tuple[dict[str, flo
     return dict(floor), m
 
 
-def evaluate_sampler(model: EpsModel, table: StepTable, config: Config, progress: bool = False) -> tuple[torch.Tensor, dict]:
-    """Draw ``evaluate.n_samples`` samples with ``table`` and score them."""
-    data = DataSource(config.data)
+def evaluate_sampler(
+    model: EpsModel, table: StepTable, config: Config, progress: bool = False, data: DataSource | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Draw ``evaluate.n_samples`` samples with ``table`` and score them (``data``: an already
+    loaded source of ``config.data``, to avoid reading it again)."""
+    data = data or DataSource(config.data)
     samples = sample(model, table, config.evaluate.n_samples, data.shape, seed=config.evaluate.seed,
                      device=config.device, progress=progress)
     return samples, evaluate_samples(samples, config, data)

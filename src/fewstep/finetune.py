@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -131,8 +132,8 @@ def finetune(
         return train[torch.randint(0, len(train), (m,), generator=generator).to(device)]
 
     def evaluate(step: int, stats: dict) -> dict:
-        eval_config = Config(**{**config.__dict__, "evaluate": type(config.evaluate)(**{**config.evaluate.__dict__, "n_samples": cfg.eval_samples})})
-        _, result = evaluate_sampler(sampler.eval(), table, eval_config)
+        eval_config = replace(config, evaluate=replace(config.evaluate, n_samples=cfg.eval_samples))
+        _, result = evaluate_sampler(sampler.eval(), table, eval_config, data=data)
         nets.generator.train()
         record = {"stage": "finetune", "step": step, "seconds": round(seconds, 3), **stats,
                   "w2": result["model"]["w2"], "sw2": result["model"]["sw2"], "floor_w2": result["floor"]["w2"], "floor_sw2": result["floor"]["sw2"]}

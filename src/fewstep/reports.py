@@ -19,8 +19,7 @@ from .steps import StepTable
 HEADER = ["| sampler | W2 | sliced W2 |", "|---|---|---|"]
 
 
-def _samples_figure(run: Run, config: Config, panels: list[tuple[str, torch.Tensor]], floor: dict, name: str) -> None:
-    data = DataSource(config.data)
+def _samples_figure(run: Run, config: Config, data: DataSource, panels: list[tuple[str, torch.Tensor]], floor: dict, name: str) -> None:
     if data.shape == (2,):
         scatter(panels, data.draw(len(panels[0][1]), config.evaluate.seed), run.figure(name))
     elif len(data.shape) == 3:
@@ -29,8 +28,8 @@ def _samples_figure(run: Run, config: Config, panels: list[tuple[str, torch.Tens
         grid_figure([(title, x[:64]) for title, x in panels], floor, run.figure(name))
 
 
-def _paths_figure(run: Run, config: Config, panels: list[tuple[str, torch.nn.Module]], table: StepTable) -> None:
-    if DataSource(config.data).shape != (2,):
+def _paths_figure(run: Run, data: DataSource, panels: list[tuple[str, torch.nn.Module]], table: StepTable) -> None:
+    if data.shape != (2,):
         return
     noise = draw_noise(table.K, 50, (2,), seeds=range(50))
     with torch.no_grad():
@@ -40,15 +39,16 @@ def _paths_figure(run: Run, config: Config, panels: list[tuple[str, torch.nn.Mod
 def score_rows(run: Run, config: Config, models: list[tuple[str, torch.nn.Module]], table: StepTable, progress: bool) -> list[str]:
     """Evaluate each (name, model) with ``table``; log, draw, and return table rows with the floor."""
     rows, panels, floor = [], [], None
+    data = DataSource(config.data)  # loaded once for every evaluation and figure
     for name, model in models:
-        x, result = evaluate_sampler(model, table, config, progress=progress)
+        x, result = evaluate_sampler(model, table, config, progress=progress, data=data)
         run.log({"stage": "evaluate", "model": name, "sampler": table.name, "steps": table.K, **result})
         rows.append(f"| {name}, {table.K} steps | {result['model']['w2']:.4f} | {result['model']['sw2']:.4f} |")
         panels.append((f"{name}, {table.K} steps", x))
         floor = result["floor"]
     rows.append(f"| noise floor (two data draws) | {floor['w2']:.4f} | {floor['sw2']:.4f} |")
-    _samples_figure(run, config, panels, floor, "samples")
-    _paths_figure(run, config, models, table)
+    _samples_figure(run, config, data, panels, floor, "samples")
+    _paths_figure(run, data, models, table)
     return [f"{config.evaluate.n_samples} samples, {config.data.name}", "", *HEADER, *rows]
 
 

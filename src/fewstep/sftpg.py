@@ -58,8 +58,10 @@ class Buffer:
         self.x_out: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []
         self.k: list[torch.Tensor] = []
+        self._joined: tuple[torch.Tensor, ...] | None = None  # the parts concatenated, for sampling
 
     def add(self, traj: Trajectory) -> None:
+        self._joined = None
         K, n = traj.K, traj.x.shape[1]
         self.x_in.append(traj.x[:-1].reshape(K * n, *traj.x.shape[2:]))
         self.x_out.append(traj.x[1:].reshape(K * n, *traj.x.shape[2:]))
@@ -78,7 +80,9 @@ class Buffer:
             width = share * ctx.world_size  # trajectories per round over all processes
             r, k, i = idx // (K * width), (idx % (K * width)) // width, idx % width
             idx = (r * K * share + k * share + i % share)[i // share == ctx.rank]
-        x_in, x_out, x0, k = (torch.cat(part) for part in (self.x_in, self.x_out, self.x0, self.k))
+        if self._joined is None:  # once per fill, not once per generator step
+            self._joined = tuple(torch.cat(part) for part in (self.x_in, self.x_out, self.x0, self.k))
+        x_in, x_out, x0, k = self._joined
         idx_dev = idx.to(x_in.device)
         return x_in[idx_dev], x_out[idx_dev], x0[idx_dev], k[idx]
 
