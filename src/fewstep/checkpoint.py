@@ -109,14 +109,15 @@ def load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[
     optimizer.load_state_dict({"state": state, "param_groups": extra["param_groups"]})
 
 
-def check_matches(meta: dict, expected: dict[str, Any], source: str) -> None:
-    """Every config section in ``expected`` must equal the one recorded in the checkpoint."""
+def check_matches(meta: dict, expected: dict[str, Any], source: str, kind: str = "checkpoint") -> None:
+    """Every config section in ``expected`` must equal the one recorded in ``meta["config"]`` (of a
+    checkpoint, or of a run directory with ``kind="run"``); the error names the first differing key."""
     for section, value in expected.items():
         recorded = meta.get("config", {}).get(section)
         if recorded != value:
             diffs = [k for k in set(value) | set(recorded or {}) if (recorded or {}).get(k) != value.get(k)]
             key = sorted(diffs)[0] if diffs else "?"
             raise FewstepError(
-                f"checkpoint {source} was made with {section}.{key} = {(recorded or {}).get(key)!r}, "
+                f"{kind} {source} was made with {section}.{key} = {(recorded or {}).get(key)!r}, "
                 f"but the config has {value.get(key)!r}"
             )

@@ -5,19 +5,18 @@ from __future__ import annotations
 import click
 
 from .cli import CONFIG_HELP, SET_HELP, friendly
-from .errors import FewstepError
 
 
 def _open(checkpoint: str, run_dir: str | None, config_path, overrides, name: str):
     """The checkpoint's model, and a new run whose config is the checkpoint's with --config/--set applied."""
-    from .config import Config, from_dict, load_config, to_dict
+    from .checkpoint import check_matches
+    from .config import load_config, to_dict
     from .models import load_model
     from .runs import Run
 
     model, config, meta = load_model(checkpoint)
     config = load_config(config_path, overrides, base=to_dict(config))
-    if to_dict(config.model) != to_dict(from_dict(Config, meta["config"]).model):
-        raise FewstepError("--config/--set may not change the model section of a trained checkpoint")
+    check_matches(meta, {"model": to_dict(config.model)}, checkpoint)  # --config/--set cannot change a trained model
     return model, Run.create(run_dir, config, name), meta
 
 

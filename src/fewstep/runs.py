@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .config import Config, from_dict, load_config, to_dict
+from .checkpoint import check_matches
 from .distributed import is_main_process
 from .errors import FewstepError
 
@@ -50,11 +51,9 @@ class Run:
     def resume(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Run":
         """The run in ``path`` with its recorded config, ``section.key=value`` overrides applied."""
         config = load_config(None, overrides, base=cls.saved_config(path))
-        recorded = from_dict(Config, cls.saved_config(path))
-        for section in ("model", "schedule"):  # checked before config.yaml is rewritten: nothing is lost
-            new, old = to_dict(getattr(config, section)), to_dict(getattr(recorded, section))
-            for key in sorted(k for k in new if new[k] != old.get(k)):
-                raise FewstepError(f"--resume cannot change {section}.{key}: the run at {path} was made with {old.get(key)!r}, not {new[key]!r}")
+        recorded = to_dict(from_dict(Config, cls.saved_config(path)))
+        # --resume cannot change the model or schedule; checked before config.yaml is rewritten
+        check_matches({"config": recorded}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")}, str(path), kind="run")
         return cls(path, config)
 
     def checkpoint(self, name: str) -> Path:
