@@ -1,14 +1,14 @@
-"""Checkpoints as safetensors files: atomic writes, no pickles, checked against the config.
+"""Checkpoints as safetensors files: atomic writes, a checksum, no pickles, checked against the config.
 
-A checkpoint holds named tensors (``model.*``, ``ema.*``, ``optim.<name>.*``, ``rng.<name>``) and
-JSON metadata: the format, the kind of run, the step, and the config sections that must match
-when the checkpoint is loaded (model and schedule).
+A checkpoint holds named tensors (``model.*``: the weights to sample with; ``train.<part>.*``,
+``optim.<part>.*``, ``rng.<name>``: the state a run resumes from) and JSON metadata: the format,
+the stage, the step, the config, the data shape, the step table, and a SHA-256 checksum of every
+tensor (name, dtype, shape and bytes), verified on load so that flipped bytes are caught.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +17,34 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import FewstepError
+from .files import write_atomic
 
-FORMAT = "fewstep-checkpoint-v1"
+FORMAT = "fewstep-checkpoint-v2"
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``tensors`` and ``meta`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "meta": json.dumps(meta)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    header = {"format": FORMAT, "meta": json.dumps(meta, allow_nan=False), "checksum": tensor_checksum(tensors)}
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by ``save_checkpoint``; any problem is a one-line ``FewstepError``."""
     path = Path(path)
+    if path.is_dir():
+        raise FewstepError(f"checkpoint {path} is a directory, not a .safetensors file "
+                           "(a diffusers pipeline folder needs model_index.json, unet/ and scheduler/)")
     if not path.is_file():
         raise FewstepError(f"checkpoint {path} does not exist")
     try:
@@ -50,13 +54,20 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             header = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FewstepError(f"checkpoint {path} is corrupted or not a safetensors file ({str(exc).splitlines()[0]})") from None
+        raise FewstepError(f"checkpoint {path} is corrupted or not a safetensors file "
+                           f"({str(exc).splitlines()[0][:120]})") from None
+    if header.get("format") == "fewstep-checkpoint-v1":
+        raise FewstepError(f"checkpoint {path} was written by an older fewstep (format v1); train it again")
     if header.get("format") != FORMAT:
         raise FewstepError(f"checkpoint {path} is not a fewstep checkpoint (format {header.get('format')!r})")
+    if header.get("checksum") != tensor_checksum(tensors):
+        raise FewstepError(f"checkpoint {path} is damaged: its tensors do not match the checksum written with them")
     try:
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError):
         raise FewstepError(f"checkpoint {path} has unreadable metadata") from None
+    if not isinstance(meta, dict):
+        raise FewstepError(f"checkpoint {path} has unreadable metadata")
     return tensors, meta
 
 

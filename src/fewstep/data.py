@@ -1,7 +1,10 @@
-"""Toy data sets of the paper (Section 6.1, App. A) and user arrays from files.
+"""Data sets: the paper's toys (Section 6.1, App. A), user arrays from files, and image sets.
 
-Every toy generator is a pure function of ``(n, seed)`` so that training, evaluation and the
-noise floor draw independent samples by using different seeds.
+:class:`DataSource` is the one way the rest of fewstep sees data: a training set, held-out draws
+to score samples against, and pairs of independent draws for the noise floor. Toy generators are
+pure functions of ``(n, seed)``, so training, evaluation and the floor use independent draws. A
+finite set (a file, images) is split once, by ``data.seed``, into a training part and a held-out
+part (``data.heldout_fraction``); evaluation and the floor only ever see the held-out part.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch
 from .errors import FewstepError
 
 TOY_DATASETS = ("swiss_roll", "moons", "gaussian")
+IMAGE_DATASETS = ("digits", "mnist", "cifar10", "folder")
 
 
 def swiss_roll(n: int, seed: int) -> np.ndarray:
@@ -47,6 +51,8 @@ def toy_data(name: str, n: int, seed: int) -> torch.Tensor:
 def load_array(path: str | Path) -> torch.Tensor:
     """A user array [N, D] of finite numbers from .npy, .npz (a single array) or .csv (no header)."""
     path = Path(path)
+    if path.is_dir():
+        raise FewstepError(f"data file {path} is a directory; give an .npy, .npz or .csv file")
     if not path.is_file():
         raise FewstepError(f"data file {path} does not exist")
     try:
@@ -55,7 +61,7 @@ def load_array(path: str | Path) -> torch.Tensor:
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 if len(archive.files) != 1:
-                    raise FewstepError(f"data file {path} holds {len(archive.files)} arrays {archive.files}; expected exactly one")
+                    raise FewstepError(f"data file {path} holds {len(archive.files)} arrays; expected exactly one")
                 array = archive[archive.files[0]]
         elif path.suffix == ".csv":
             array = np.loadtxt(path, delimiter=",", ndmin=2)
@@ -65,54 +71,82 @@ def load_array(path: str | Path) -> torch.Tensor:
         raise
     except Exception as exc:  # numpy's own messages are clear but multi-part: keep one line
         raise FewstepError(f"cannot read data file {path}: {str(exc).splitlines()[0]}") from None
-    if array.ndim != 2 or array.shape[0] < 2 or array.shape[1] < 1:
-        raise FewstepError(f"data file {path} has shape {array.shape}; expected [N, D] with N >= 2 points")
-    if not np.issubdtype(array.dtype, np.number):
-        raise FewstepError(f"data file {path} has dtype {array.dtype}; expected numbers")
+    if array.ndim != 2 or array.shape[0] < 4 or array.shape[1] < 1:
+        raise FewstepError(f"data file {path} has shape {array.shape}; expected [N, D] with N >= 4 points")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise FewstepError(f"data file {path} has dtype {array.dtype}; expected real numbers")
     if not np.isfinite(array).all():
         raise FewstepError(f"data file {path} contains NaN or infinite values")
     return torch.from_numpy(array.astype(np.float32))
 
 
 class DataSource:
-    """Training points and fresh evaluation draws for a ``DataConfig``.
-
-    Toy sets draw new points for every seed. A file is finite: evaluation draws are random
-    subsets, and the noise floor compares two disjoint halves.
-    """
+    """Training examples, held-out draws and noise-floor pairs for a ``DataConfig``."""
 
     def __init__(self, config):
         self.config = config
+        self.name = config.name
         self._train: torch.Tensor | None = None
-        self._file = load_array(config.path) if config.name == "file" else None
-        if config.name in ("digits", "mnist", "cifar10", "folder"):  # finite image sets [N, C, H, W]
+        self._heldout: torch.Tensor | None = None
+        self.train_labels: torch.Tensor | None = None
+        if config.name in TOY_DATASETS:
+            return
+        if config.name == "file":
+            everything, labels = load_array(config.path), None
+        elif config.name in IMAGE_DATASETS:
             from .images.data import load_images
 
-            self._file = load_images(config.name, config.path, config.image_size)[0]
+            everything, labels = load_images(config.name, config.path, config.image_size)
+        else:
+            raise FewstepError(f"unknown data set {config.name!r}")
+        perm = torch.randperm(len(everything), generator=torch.Generator().manual_seed(config.seed))
+        n_heldout = int(round(config.heldout_fraction * len(everything)))
+        if 0 < n_heldout < 4:
+            raise FewstepError(f"data.heldout_fraction={config.heldout_fraction} holds out {n_heldout} of "
+                               f"{len(everything)} examples; at least 4 are needed (or 0 to score on training data)")
+        train_idx, heldout_idx = perm[n_heldout:], perm[:n_heldout]
+        self._train = everything[train_idx]
+        self._heldout = everything[heldout_idx] if n_heldout else self._train
+        self.train_labels = labels[train_idx] if labels is not None else None
+
+    @property
+    def is_toy(self) -> bool:
+        return self.name in TOY_DATASETS
+
+    @property
+    def kind(self) -> str:
+        """``points`` (vectors) or ``images`` ([C, H, W]): it decides the metrics and figures."""
+        return "images" if len(self.shape) == 3 else "points"
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train().shape[1:])
 
     def train(self) -> torch.Tensor:
-        """The training set (a file's whole array, or the toy draw of ``data.seed``), made once."""
-        if self._file is not None:
-            return self._file
+        """The training set (the toy draw of ``data.seed``, or a finite set's training split), made once."""
         if self._train is None:
-            self._train = toy_data(self.config.name, self.config.n_train, self.config.seed)
+            self._train = toy_data(self.name, self.config.n_train, self.config.seed)
         return self._train
 
-    def draw(self, n: int, seed: int) -> torch.Tensor:
-        if self._file is None:
-            return toy_data(self.config.name, n, seed)
-        g = torch.Generator().manual_seed(seed)
-        return self._file[torch.randperm(len(self._file), generator=g)[: min(n, len(self._file))]]
+    def max_eval_size(self) -> int | None:
+        """The largest n of a floor pair (half the held-out split); None for toys (unlimited)."""
+        return None if self._heldout is None else len(self._heldout) // 2
 
     def floor_pair(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two independent data samples of equal size for the noise floor."""
-        if self._file is None:
-            return toy_data(self.config.name, n, seed), toy_data(self.config.name, n, seed + 1)
-        g = torch.Generator().manual_seed(seed)
-        half = min(n, len(self._file) // 2)
-        perm = torch.randperm(len(self._file), generator=g)
-        return self._file[perm[:half]], self._file[perm[half : 2 * half]]
+        """Two independent data samples A, B of equal size (at most ``n``).
+
+        Samples are scored against A; the noise floor is B against A. Toys draw both fresh; a
+        finite set takes two disjoint random halves of its held-out split.
+        """
+        if self._heldout is None:
+            return toy_data(self.name, n, seed), toy_data(self.name, n, seed + 1)
+        perm = torch.randperm(len(self._heldout), generator=torch.Generator().manual_seed(seed))
+        half = min(n, len(self._heldout) // 2)
+        return self._heldout[perm[:half]], self._heldout[perm[half: 2 * half]]
+
+    def describe(self) -> str:
+        """The data set and its split, for reports."""
+        if self._heldout is None:
+            return f"{self.name} (toy; training draw of {self.config.n_train}, fresh draws for evaluation)"
+        held = "no held-out split" if self._heldout is self._train else f"{len(self._heldout)} held out"
+        return f"{self.name} ({len(self._train)} training examples, {held})"

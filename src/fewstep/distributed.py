@@ -51,13 +51,54 @@ class Context:
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)
 
+    def share(self, batch_size: int) -> int:
+        """How many of ``batch_size`` rows this process handles."""
+        rows = self.rows(batch_size)
+        return batch_size if rows is None else rows.stop - rows.start
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a batch drawn whole (every process draws the same batch)."""
+        rows = self.rows(len(batch))
+        return batch if rows is None else batch[rows]
+
+    def round_rows(self, rounds: int, batch_size: int) -> torch.Tensor | None:
+        """This process's rows of ``rounds`` consecutive batches of ``batch_size`` stacked in one tensor."""
+        rows = self.rows(batch_size)
+        if rows is None:
+            return None
+        return torch.cat([torch.arange(r * batch_size + rows.start, r * batch_size + rows.stop) for r in range(rounds)])
+
+    def own(self, rows: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which of the global ``rows`` of a batch of ``batch_size`` this process holds, and their
+        positions among its own rows."""
+        share = self.share(batch_size)
+        return rows // share == self.rank, rows % share
+
+    def scale_sum(self, total: torch.Tensor, global_count: int) -> torch.Tensor:
+        """This process's partial sum scaled so that averaging gradients over processes gives the
+        mean over all ``global_count`` rows."""
+        return total * self.world_size / global_count
+
+
+SINGLE = Context()
+"""A single process (no data parallelism)."""
+
 
 def setup(device: str = "cpu") -> Context:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR, MASTER_PORT); a single-process context when there is none."""
+    try:
+        requested = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise FewstepError(f"config key device is {device!r}; choose cpu, cuda or cuda:N") from None
+    if requested.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FewstepError(f"device={device} but this torch build sees no CUDA GPU; use device=cpu")
+        if requested.index is not None and requested.index >= torch.cuda.device_count():
+            raise FewstepError(f"device={device} but only {torch.cuda.device_count()} GPU(s) are visible")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Context(device=torch.device(device))
+        return Context(device=requested)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.device(device).type == "cuda"
     if use_cuda:

@@ -1,4 +1,4 @@
-"""The one exception type users see: a one-line message, a non-zero exit."""
+"""The exceptions users see: a one-line message, a non-zero exit."""
 
 
 class FewstepError(Exception):
@@ -7,3 +7,8 @@ class FewstepError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; the message
     must name the problem and, where it helps, what was expected.
     """
+
+
+class Diverged(FewstepError):
+    """Training stopped because a loss, a sample or a held-out score went bad; the last good
+    checkpoint is kept and named in the message."""

@@ -1,21 +1,30 @@
-"""Building epsilon-models from the config and saving / loading them as checkpoints."""
+"""Networks from config sections, the generator's EMA, and loading a pretrained model (one way for all).
+
+A *pretrained model* is a fewstep checkpoint (``.safetensors``) or a diffusers pipeline folder;
+:func:`load_pretrained` opens either and returns the epsilon-model with its config, data shape,
+recorded step table (if any) and noise schedule.
+"""
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .checkpoint import check_matches, load_checkpoint, load_module, module_tensors, save_checkpoint
-from .config import Config, from_dict, to_dict
+from .config import Config, FinetuneConfig, ModelConfig, from_dict, to_dict
 from .errors import FewstepError
-from .nets import TimeMLP
+from .nets import MLP, TimeMLP
+from .schedules import NoiseSchedule, make_schedule
+from .steps import StepTable, table_from_dict
 
 
-def set_threads(config: Config, shape: tuple[int, ...]) -> None:
+def set_threads(threads: int, shape: tuple[int, ...]) -> None:
     """Apply ``config.threads`` (0 = auto: one thread for vector data, torch's default otherwise)."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    if threads > 0:
+        torch.set_num_threads(min(threads, 1024))
     elif len(shape) == 1:
         torch.set_num_threads(1)
 
@@ -26,36 +35,74 @@ def adam(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.A
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
-def build_eps_model(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
+def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module:
     """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
-    if config.model.kind == "unet":
+    if cfg.kind == "unet":
         from .images.unet import UNet
 
         if len(shape) != 3:
-            raise FewstepError(f"the U-Net epsilon-model takes images [C, H, W]; the data has shape {shape}")
-        m = config.model
-        return UNet(shape[0], shape[1], m.channels, m.channel_mult, m.num_res_blocks, m.attention_resolutions, m.dropout)
+            raise FewstepError(f"the U-Net epsilon-model (model.kind=unet) takes images [C, H, W]; the data has "
+                               f"shape {shape}")
+        return UNet(shape[0], shape[1], cfg.channels, cfg.channel_mult, cfg.num_res_blocks,
+                    cfg.attention_resolutions, cfg.dropout)
     if len(shape) != 1:
         hint = "; set model.kind=unet for images" if len(shape) == 3 else ""
         raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}{hint}")
-    m = config.model
-    return TimeMLP(shape[0], hidden=m.hidden, activation=m.activation, time_dim=m.time_dim)
+    return TimeMLP(shape[0], hidden=cfg.hidden, activation=cfg.activation, time_dim=cfg.time_dim)
+
+
+def build_critic(cfg: FinetuneConfig, shape: tuple[int, ...]) -> torch.nn.Module:
+    """The critic f_alpha (App. F.1: MLP on vectors; App. F.2: conv critic on images [C, H, W])."""
+    if len(shape) == 3:
+        from .images.critic import ConvCritic
+
+        return ConvCritic(shape[0], cfg.critic_channels, resolution=shape[1])
+    if len(shape) != 1:
+        raise FewstepError(f"the MLP critic takes vectors; the data has shape {shape}")
+    return MLP(shape[0], hidden=cfg.critic_hidden, out_dim=1, activation="relu")
+
+
+def build_baseline(cfg: FinetuneConfig, shape: tuple[int, ...], time_dim: int = 32) -> torch.nn.Module:
+    """The time-conditioned baseline V_omega(x_{t+1}, t) (App. F.1: MLP with time features)."""
+    dim = 1
+    for s in shape:
+        dim *= s
+    return TimeMLP(dim, hidden=cfg.baseline_hidden, out_dim=1, activation="relu", time_dim=time_dim)
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (decay 0 copies the weights)."""
+    """Exponential moving average of a module's parameters: p_ema <- decay p_ema + (1 - decay) p."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
-        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         for p_ema, p in zip(self.model.parameters(), model.parameters()):
             p_ema.lerp_(p, 1.0 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
 
 
-def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, stage: str, extra_tensors=None, extra_meta=None) -> None:
+@dataclass
+class Pretrained:
+    """A loaded model: the epsilon-model, the config it was made with, its data shape, its noise
+    schedule, the step table it samples with (None: build it from ``config.sampler``), and where
+    it came from."""
+
+    model: torch.nn.Module
+    config: Config
+    shape: tuple[int, ...]
+    schedule: NoiseSchedule
+    table: StepTable | None
+    source: str
+    meta: dict = dataclasses.field(default_factory=dict)
+    kind: str = "fewstep"
+
+
+def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, stage: str,
+               extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
     """A checkpoint whose ``model.*`` tensors are the weights to sample with."""
     tensors = module_tensors("model", model)
     tensors.update(extra_tensors or {})
@@ -63,50 +110,33 @@ def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, 
     save_checkpoint(path, tensors, meta)
 
 
-def load_model(path: str | Path, config: Config | None = None) -> tuple[torch.nn.Module, Config, dict]:
-    """The sampling model of a checkpoint, its config, and its metadata.
+def is_diffusers_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "model_index.json").is_file()
 
-    With ``config`` given, the checkpoint's model and schedule sections must match it. Applies the
-    config's thread setting (``set_threads``), since the model is loaded to be run.
+
+def load_pretrained(path: str | Path, config: Config | None = None) -> Pretrained:
+    """The model of a fewstep checkpoint or of a diffusers pipeline folder.
+
+    With ``config`` given, the checkpoint's model and schedule sections must match it. The model
+    is returned in eval mode on the CPU.
     """
+    if is_diffusers_folder(path):
+        from .images.diffusers_io import load_diffusers_pretrained
+
+        return load_diffusers_pretrained(path, config)
     tensors, meta = load_checkpoint(path)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("shape"), list):
-        raise FewstepError(f"checkpoint {path} holds no model record (config and data shape); it is damaged or not a model checkpoint")
-    saved = from_dict(Config, meta.get("config"))
+        raise FewstepError(f"checkpoint {path} holds no model record (config and data shape); it is damaged or "
+                           "not a model checkpoint")
+    try:
+        saved = from_dict(Config, meta["config"])
+    except FewstepError as exc:
+        raise FewstepError(f"checkpoint {path} records a config fewstep cannot read: {exc}") from None
     if config is not None:
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))
-    model = build_eps_model(saved, tuple(meta["shape"]))
+    shape = tuple(int(s) for s in meta["shape"])
+    model = build_eps_model(saved.model, shape)
     load_module(model, "model", tensors, str(path))
-    set_threads(config or saved, tuple(meta["shape"]))
-    return model.eval(), (config or saved), meta
-
-
-def table_for_checkpoint(config: Config, meta: dict):
-    """The step table a checkpoint samples with: the one recorded in it, else the config's."""
-    from .schedules import make_schedule
-    from .steps import table_from_config, table_from_dict
-
-    if meta.get("table"):
-        return table_from_dict(meta["table"])
-    return table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
-
-
-def build_critic(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
-    """The critic f_alpha (App. F.1: MLP on vectors; App. F.2: conv critic on images [C, H, W])."""
-    from .nets import MLP
-
-    if len(shape) == 3:
-        from .images.critic import ConvCritic
-
-        return ConvCritic(shape[0], config.finetune.critic_channels, resolution=shape[1])
-    if len(shape) != 1:
-        raise FewstepError(f"the MLP critic takes vectors; the data has shape {shape}")
-    return MLP(shape[0], hidden=config.finetune.critic_hidden, out_dim=1, activation="relu")
-
-
-def build_baseline(config: Config, shape: tuple[int, ...]) -> torch.nn.Module:
-    """The time-conditioned baseline V_omega(x_{t+1}, t) (App. F.1: MLP with time features)."""
-    dim = 1
-    for s in shape:
-        dim *= s
-    return TimeMLP(dim, hidden=config.finetune.baseline_hidden, out_dim=1, activation="relu", time_dim=config.model.time_dim)
+    table = table_from_dict(meta["table"], str(path)) if meta.get("table") else None
+    schedule = make_schedule(saved.schedule.kind, saved.schedule.T)
+    return Pretrained(model.eval(), config or saved, shape, schedule, table, str(path), meta)

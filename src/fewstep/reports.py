@@ -1,70 +1,87 @@
 """Figures and ``summary.md`` for a run: one place for what pretrain, finetune and quickstart report.
 
-Each report evaluates the sampler(s) beside the noise floor, logs the scores to ``metrics.jsonl``,
-draws the figures the data allows (scatter and sampling paths for 2-D points, sample grids for
-images) and returns Markdown lines for the summary.
+A report scores each sampler beside the noise floor with the metrics of the data's kind, logs the
+scores to ``metrics.jsonl``, draws the figures the data allows (scatter and sampling paths for
+2-D points, sample grids for images) and returns Markdown lines for the summary.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .config import Config
-from .data import DataSource
-from .evaluation import evaluate_sampler
-from .plots import curves, sampling_paths, scatter
-from .rollout import draw_noise, rollout
+from .evaluation import METRICS, Evaluator, evaluate_sampler
+from .plots import curves, grid_figure, sampling_paths, scatter
+from .rollout import SeededNoise, eval_mode, rollout
 from .runs import Run
 from .steps import StepTable
 
-HEADER = ["| sampler | W2 | sliced W2 |", "|---|---|---|"]
+LABELS = {"w2": "W2", "sw2": "sliced W2", "fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
+          "density": "density", "coverage": "coverage"}
 
 
-def _samples_figure(run: Run, config: Config, data: DataSource, panels: list[tuple[str, torch.Tensor]], floor: dict, name: str) -> None:
-    if data.shape == (2,):
-        scatter(panels, data.draw(len(panels[0][1]), config.evaluate.seed), run.figure(name))
-    elif len(data.shape) == 3:
-        from .images.fid import grid_figure
-
-        grid_figure([(title, x[:64]) for title, x in panels], floor, run.figure(name))
-
-
-def _paths_figure(run: Run, data: DataSource, panels: list[tuple[str, torch.nn.Module]], table: StepTable) -> None:
-    if data.shape != (2,):
-        return
-    noise = draw_noise(table.K, 50, (2,), seeds=range(50))
-    with torch.no_grad():
-        sampling_paths([(title, rollout(model, table, noise).x) for title, model in panels], run.figure("sampling_path"))
+def _cell(result: dict, key: str, part: str = "model") -> str:
+    value = result[part][key]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    sd = result.get(part + "_sd", {}).get(key)
+    return f"{value:.4f}" + (f" +- {sd:.4f}" if result["repeats"] > 1 and sd is not None else "")
 
 
-def score_rows(run: Run, config: Config, models: list[tuple[str, torch.nn.Module]], table: StepTable, progress: bool) -> list[str]:
-    """Evaluate each (name, model) with ``table``; log, draw, and return table rows with the floor."""
-    rows, panels, floor = [], [], None
-    data = DataSource(config.data)  # loaded once for every evaluation and figure
-    for name, model in models:
-        x, result = evaluate_sampler(model, table, config, progress=progress, data=data)
+def _short(result: dict, keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{LABELS[k]} {result['model'][k]:.4g}" for k in keys
+                     if not (isinstance(result["model"][k], float) and math.isnan(result["model"][k])))
+
+
+def report(run: Run, config, data, entries: list[tuple[str, torch.nn.Module, StepTable]], progress: bool = False,
+           device: str = "cpu") -> list[str]:
+    """Score each (name, model, table); log, draw, and return Markdown lines with the floor."""
+    evaluator = Evaluator(data, config.evaluate, progress)
+    keys = METRICS[evaluator.kind][:2] + ("precision", "recall")
+    rows, panels, result = [], [], None
+    for name, model, table in entries:
+        x, result = evaluate_sampler(model, table, evaluator, device=device)
         run.log({"stage": "evaluate", "model": name, "sampler": table.name, "steps": table.K, **result})
-        rows.append(f"| {name}, {table.K} steps | {result['model']['w2']:.4f} | {result['model']['sw2']:.4f} |")
-        panels.append((f"{name}, {table.K} steps", x))
-        floor = result["floor"]
-    rows.append(f"| noise floor (two data draws) | {floor['w2']:.4f} | {floor['sw2']:.4f} |")
-    _samples_figure(run, config, data, panels, floor, "samples")
-    _paths_figure(run, data, models, table)
-    return [f"{config.evaluate.n_samples} samples, {config.data.name}", "", *HEADER, *rows]
+        rows.append(f"| {name}, {table.K} steps | " + " | ".join(_cell(result, k) for k in keys) + " |")
+        panels.append((f"{name}, {table.K} steps\n{_short(result, keys[:2])}", x))
+    rows.append("| noise floor (two data draws) | " + " | ".join(_cell(result, k, "floor") for k in keys) + " |")
+    floor_text = "noise floor: " + ", ".join(f"{LABELS[k]} {result['floor'][k]:.4g}" for k in keys[:2])
+    if data.shape == (2,):
+        reference, _ = data.floor_pair(result["n"], config.evaluate.seed)
+        scatter(panels, reference, run.figure("samples"), suptitle=floor_text)
+        noise = SeededNoise(config.evaluate.seed, torch.arange(50), (2,))
+        paths = []
+        for name, model, table in entries:
+            with torch.no_grad(), eval_mode(model):
+                paths.append((f"{name}, {table.K} steps", rollout(model, table, noise).x))
+        sampling_paths(paths, run.figure("sampling_path"), data=reference)
+    elif data.kind == "images":
+        grid_figure([(title, x[:64]) for title, x in panels], {k: result["floor"][k] for k in keys[:2]},
+                    run.figure("samples"))
+    header = "| sampler | " + " | ".join(LABELS[k] for k in keys) + " |"
+    spread = f", mean +- sd over {result['repeats']} draws" if result["repeats"] > 1 else ""
+    return [f"{data.describe()}; {result['n']} samples against as many held-out points{spread}", "",
+            header, "|---|" + "---|" * len(keys), *rows]
 
 
-def training_curves(run: Run, config: Config) -> list[str]:
-    """Loss and W2 curves of the run's stages; returns the figure names."""
+def training_curves(run: Run) -> list[str]:
+    """Loss and held-out score curves of the run's stages; returns the figure names."""
     names = []
-    losses = run.metrics("pretrain")
+    losses = [r for r in run.metrics("pretrain") if r.get("loss") is not None]
     if losses:
-        curves({"pretrain loss": ([r["step"] for r in losses], [r["loss"] for r in losses])}, run.figure("pretrain_loss"),
-               "step", "epsilon loss", logy=True)
+        curves({"pretrain loss": ([r["step"] for r in losses], [r["loss"] for r in losses])},
+               run.figure("pretrain_loss"), "step", "epsilon loss", logy=True)
         names.append("figures/pretrain_loss.png")
-    tuning = [r for r in run.metrics("finetune") if "w2" in r]
-    if tuning:
-        curves({"fine-tuning": ([r["step"] for r in tuning], [r["w2"] for r in tuning])}, run.figure("finetune_w2"),
-               "iteration", f"W2 ({config.finetune.eval_samples} samples)", floor=tuning[-1]["floor_w2"])
-        names.append("figures/finetune_w2.png")
+    for stage in ("pretrain", "finetune", "phase2"):
+        scored = [r for r in run.metrics(stage) if r.get("eval_n")]
+        key = next((k for k in ("fid", "w2", "sw2") if scored and scored[-1].get(k) is not None), None)
+        if key is None:
+            continue
+        curves({stage: ([r["step"] for r in scored], [r[key] for r in scored])}, run.figure(f"{stage}_{key}"),
+               "step" if stage != "finetune" else "iteration", f"held-out {LABELS[key]} ({scored[-1]['eval_n']} samples)",
+               floor=scored[-1].get(f"floor_{key}"), logy=True,
+               title=f"noise floor at the same {scored[-1]['eval_n']} samples dashed")
+        names.append(f"figures/{stage}_{key}.png")
     return names
 
 

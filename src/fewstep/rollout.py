@@ -1,58 +1,77 @@
-"""Rolling out and re-scoring Gaussian sampling chains (paper eq. 3-4).
+"""Rolling out and re-scoring sampling chains (paper eq. 3-4).
 
-``step_mean`` is the one place a step's mean is computed: ``rollout`` uses it to generate and
-``step_log_prob`` to re-score stored steps, so the two can never disagree (the ddpo-pytorch
-pattern). Neither function is wrapped in ``torch.no_grad``: callers choose.
+``step_mean`` is the one place a step's mean is computed: ``rollout`` and ``sample`` use it to
+generate and ``step_log_prob`` to re-score stored steps, so the two can never disagree (the
+ddpo-pytorch pattern). Neither is wrapped in ``torch.no_grad``: callers choose.
 
-Noise is an explicit tensor ``[K + 1, n, *shape]`` (row 0 is x_T, row k + 1 the z of step k).
-``draw_noise`` makes it either from one generator (fast, for training) or from one generator
-per sample seed, drawing each sample's whole trajectory in one call: a seed then gives the
-same sample at any batch size while the rollout stays one batched operation per step.
+Noise comes from a *noise source*, a callable ``noise(step) -> [n, *shape]`` asked once per step:
+step 0 is x_T and step k + 1 the z of table step k. :class:`SeededNoise` gives every sample its own
+counter-based stream (:mod:`fewstep.noise`), so sample i depends only on (seed, i) at any batch
+size while memory stays O(batch x sample size); :class:`GeneratorNoise` draws from one run-level
+generator (training rollouts, whose state is checkpointed); :class:`TensorNoise` replays a block.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
-import numpy as np
 import torch
 
 from .errors import FewstepError
+from .noise import gaussian_noise
 from .steps import StepTable
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """An epsilon-model: ``eps = model(x, t)`` with ``x`` of shape [B, *shape] and ``t`` of shape [B]."""
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """The 63-bit seed of sample ``index`` in a run seeded with ``seed`` (independent streams)."""
-    state = np.random.SeedSequence(entropy=seed, spawn_key=(index,)).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
+class NoiseSource(Protocol):
+    def __call__(self, step: int) -> torch.Tensor: ...
 
 
-def draw_noise(
-    K: int,
-    n: int,
-    shape: Sequence[int],
-    generator: torch.Generator | None = None,
-    seeds: Sequence[int] | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Noise for ``n`` trajectories of ``K`` steps: a tensor [K + 1, n, *shape].
+@dataclass
+class SeededNoise:
+    """Per-sample noise: rows are samples ``indices`` of the stream of ``seed`` (batch-size invariant)."""
 
-    With ``seeds`` (one per sample) each sample's noise comes from its own generator, so it
-    does not depend on which other samples share the batch; otherwise one ``generator`` draws
-    the whole block.
-    """
-    if seeds is not None:
-        if len(seeds) != n:
-            raise ValueError(f"got {len(seeds)} seeds for {n} samples")
-        per_sample = [
-            torch.randn((K + 1, *shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds
-        ]
-        return torch.stack(per_sample, dim=1).to(device)
-    return torch.randn((K + 1, n, *shape), generator=generator).to(device)
+    seed: int
+    indices: torch.Tensor
+    shape: tuple[int, ...]
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def __call__(self, step: int) -> torch.Tensor:
+        return gaussian_noise(self.seed, self.indices, step, self.shape, self.device, self.dtype)
+
+
+@dataclass
+class GeneratorNoise:
+    """Noise of ``n`` chains from one generator; ``rows`` keeps this process's chains (data parallelism)."""
+
+    random: torch.Generator
+    n: int
+    shape: tuple[int, ...]
+    device: torch.device | str = "cpu"
+    rows: torch.Tensor | slice | None = None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        z = torch.randn((self.n, *self.shape), generator=self.random)
+        return (z if self.rows is None else z[self.rows]).to(self.device)
+
+
+@dataclass
+class TensorNoise:
+    """A pre-drawn block [K + 1, n, *shape]."""
+
+    block: torch.Tensor
+
+    def __call__(self, step: int) -> torch.Tensor:
+        return self.block[step]
+
+
+def _index(k: torch.Tensor | int, n: int) -> torch.Tensor:
+    return k.long().cpu() if torch.is_tensor(k) else torch.full((n,), int(k), dtype=torch.long)
 
 
 def _column(values: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -60,24 +79,30 @@ def _column(values: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.
     return values.to(like.device)[k].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-def step_mean(
-    model: EpsModel,
-    table: StepTable,
-    x: torch.Tensor,
-    k: torch.Tensor | int,
-    eps_prev: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def step_mean(model: EpsModel, table: StepTable, x: torch.Tensor, k: torch.Tensor | int,
+              eps_prev: torch.Tensor | None = None, x_prev: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of step ``k`` from ``x`` (``k`` an int or one index per row) and the model output.
 
-    mean = a[k] x + b[k] eps(x, t[k]) (+ c[k] eps_prev for multistep tables).
+    mean = a[k] x + b[k] eps(x, t[k]) (+ c[k] eps_prev + d[k] x_prev for multistep tables). With
+    ``table.clip_x0 = r`` the same mean is computed in posterior form, q x + p clip(x0_hat, -r, r),
+    where x0_hat = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar), p = -b sqrt(alpha_bar / (1 -
+    alpha_bar)) and q = a + b / sqrt(1 - alpha_bar) (diffusers' ``clip_sample``).
     """
-    k = k.long().cpu() if torch.is_tensor(k) else torch.full((x.shape[0],), int(k), dtype=torch.long)
+    k = _index(k, x.shape[0])
     t = table.t[k].to(device=x.device, dtype=x.dtype)
     eps = model(x, t)
-    mean = _column(table.a, k, x) * x + _column(table.b, k, x) * eps
+    a, b = _column(table.a, k, x), _column(table.b, k, x)
+    if table.clip_x0 is None:
+        mean = a * x + b * eps
+    else:
+        alpha_bar = _column(table.alpha_bar, k, x)
+        sigma = (1 - alpha_bar).sqrt()
+        x0 = ((x - sigma * eps) / alpha_bar.sqrt()).clamp(-table.clip_x0, table.clip_x0)
+        mean = (a + b / sigma) * x - b * (alpha_bar / (1 - alpha_bar)).sqrt() * x0
     if eps_prev is not None:
-        mean = mean + _column(table.c, k, x) * eps_prev
-    elif not table.is_markov_gaussian and bool((table.c[k] != 0).any()):
+        mean = mean + _column(table.c, k, x) * eps_prev + _column(table.d, k, x) * x_prev
+    elif bool((table.c[k] != 0).any() or (table.d[k] != 0).any()):
         raise FewstepError(f"the {table.name} table is multistep: its steps cannot be scored one at a time")
     return mean, eps
 
@@ -94,22 +119,37 @@ def gaussian_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return per_dim.flatten(1).sum(dim=1)
 
 
-def step_log_prob(
-    model: EpsModel, table: StepTable, x: torch.Tensor, x_next: torch.Tensor, k: torch.Tensor | int
-) -> torch.Tensor:
+def step_log_prob(model: EpsModel, table: StepTable, x: torch.Tensor, x_next: torch.Tensor,
+                  k: torch.Tensor | int) -> torch.Tensor:
     """log p_theta(x_next | x) of step ``k`` under the table (eq. 3), summed over dimensions: [B].
 
     Used to re-score steps drawn from a buffer; differentiable in the model's parameters.
     """
-    kk = k.long().cpu() if torch.is_tensor(k) else torch.full((x.shape[0],), int(k), dtype=torch.long)
-    std = table.s[kk]
-    if (std <= 0).any():
+    k = _index(k, x.shape[0])
+    std = table.s[k]
+    if bool((std <= 0).any()):
         raise FewstepError(
-            f"step(s) {sorted(set(kk[std <= 0].tolist()))} of the {table.name} table are deterministic "
-            "(zero variance) and have no log-density; use a table with noise at every step"
+            f"step(s) {sorted(set(k[std <= 0].tolist()))} of the {table.name} table are deterministic "
+            "(zero variance) and have no log-density; use fewstep.samplers.for_policy_gradient(table)"
         )
-    mean, _ = step_mean(model, table, x, kk)
+    mean, _ = step_mean(model, table, x, k)
     return gaussian_log_prob(x_next, mean, std.to(x.device))
+
+
+def chain(model: EpsModel, table: StepTable, noise: NoiseSource
+          ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(k, x, mean, x_next)`` for each step of the chain started at x_T = noise(0)."""
+    x = noise(0)
+    eps_prev = x_prev = None
+    multistep = not table.is_markov
+    for k in range(table.K):
+        mean, eps = step_mean(model, table, x, k, eps_prev, x_prev)
+        std = float(table.s[k])
+        x_next = mean + std * noise(k + 1) if std > 0 else mean
+        yield k, x, mean, x_next
+        if multistep:
+            eps_prev, x_prev = eps, x
+        x = x_next
 
 
 @dataclass
@@ -138,57 +178,63 @@ class Trajectory:
         return Trajectory(x=self.x[:, rows], mean=self.mean[:, rows], std=self.std, log_prob=self.log_prob[:, rows])
 
 
-def chain(model: EpsModel, table: StepTable, noise: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(k, mean, x_next)`` for each step of the chain started at x_T = noise[0]."""
-    if noise.shape[0] != table.K + 1:
-        raise ValueError(f"noise has {noise.shape[0]} rows, the {table.K}-step table needs {table.K + 1}")
-    x, eps_prev = noise[0], None
-    for k in range(table.K):
-        mean, eps = step_mean(model, table, x, k, None if table.is_markov_gaussian else eps_prev)
-        std = float(table.s[k])
-        x = mean + std * noise[k + 1] if std > 0 else mean
-        eps_prev = eps
-        yield k, mean, x
-
-
-def rollout(model: EpsModel, table: StepTable, noise: torch.Tensor) -> Trajectory:
-    """Run the chain of ``table`` from x_T = noise[0], using noise[k + 1] at step k.
+def rollout(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor) -> Trajectory:
+    """Run the chain of ``table`` from x_T = noise(0), using noise(k + 1) at step k.
 
     Returns every step's input, mean, std and log-density, and the final x_0 (``.x0``).
     """
-    xs, means, log_probs = [noise[0]], [], []
-    for k, mean, x in chain(model, table, noise):
+    noise = TensorNoise(noise) if torch.is_tensor(noise) else noise
+    xs, means, log_probs = [], [], []
+    for k, x, mean, x_next in chain(model, table, noise):
         std = float(table.s[k])
         if std > 0:
-            log_probs.append(gaussian_log_prob(x, mean, torch.full((x.shape[0],), std, device=x.device)))
+            log_probs.append(gaussian_log_prob(x_next, mean, torch.full((x.shape[0],), std, device=x.device)))
         else:
             log_probs.append(torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
         xs.append(x)
         means.append(mean)
-    return Trajectory(
-        x=torch.stack(xs), mean=torch.stack(means), std=table.s.to(noise.dtype), log_prob=torch.stack(log_probs)
-    )
+    xs.append(x_next)
+    return Trajectory(x=torch.stack(xs), mean=torch.stack(means), std=table.s, log_prob=torch.stack(log_probs))
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run ``model`` in eval mode (no dropout) and restore its mode afterwards."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        yield model
+    finally:
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
+
+
+def model_dtype(model, default: torch.dtype = torch.float32) -> torch.dtype:
+    param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return param.dtype if param is not None and param.is_floating_point() else default
 
 
 @torch.no_grad()
-def sample(
-    model: EpsModel,
-    table: StepTable,
-    n: int,
-    shape: Sequence[int],
-    seed: int = 0,
-    batch_size: int = 4096,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> torch.Tensor:
-    """``n`` samples x_0 [n, *shape]; sample i depends only on (seed, i), never on ``batch_size``."""
+def sample(model: EpsModel, table: StepTable, n: int, shape: Sequence[int], seed: int = 0, batch_size: int = 1024,
+           device: torch.device | str = "cpu", progress: bool = False, first_index: int = 0) -> torch.Tensor:
+    """``n`` samples x_0 [n, *shape] on the CPU; sample i depends only on (seed, first_index + i).
+
+    The network runs in eval mode. Noise is drawn step by step, so memory is O(batch_size x sample
+    size) whatever the number of steps, and ``batch_size`` changes nothing but speed and memory.
+    """
     from tqdm.auto import tqdm
 
+    shape, dtype = tuple(int(s) for s in shape), model_dtype(model)
     out = []
-    for start in tqdm(range(0, n, batch_size), desc="sampling", disable=not progress, leave=False):
-        seeds = [sample_seed(seed, i) for i in range(start, min(n, start + batch_size))]
-        noise = draw_noise(table.K, len(seeds), shape, seeds=seeds, device=device)
-        for _, _, x in chain(model, table, noise):
-            pass
-        out.append(x.cpu())
-    return torch.cat(out)
+    with eval_mode(model), tqdm(total=n, desc="sampling", unit="sample", disable=not progress, leave=False,
+                                dynamic_ncols=True) as bar:
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            indices = torch.arange(first_index + start, first_index + stop)
+            x = None
+            for k, _, _, x in chain(model, table, SeededNoise(seed, indices, shape, device, dtype)):
+                bar.set_postfix_str(f"step {k + 1}/{table.K}", refresh=False)
+            out.append(x.cpu())
+            bar.update(stop - start)
+    return torch.cat(out) if out else torch.empty((0, *shape))

@@ -1,60 +1,112 @@
 """A run directory: the resolved config, metrics as JSON lines, checkpoints, figures, a summary.
 
     run_dir/
-      config.yaml          resolved config of the run
+      config.yaml          resolved config of the run and the command that made it (written atomically)
       metrics.jsonl        one JSON object per logged step: {"stage": ..., "step": ..., ...}
-      checkpoints/         safetensors checkpoints (latest of each stage, written atomically)
+      checkpoints/         safetensors checkpoints (latest and best of each stage, written atomically)
       figures/             PNG figures
       summary.md           short human-readable summary
+      tensorboard/         TensorBoard event files (when the tensorboard package is installed)
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import Config, from_dict, load_config, to_dict
 from .checkpoint import check_matches
+from .config import Config, from_dict, load_config, to_dict
 from .distributed import is_main_process
 from .errors import FewstepError
+from .files import remove_stale_temporaries, write_text_atomic
+
+RECORD = "config.yaml"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null (strings would break numeric readers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 class Run:
-    def __init__(self, path: str | Path, config: Config):
+    """A run directory of one command (``kind``: pretrain, finetune, schedule, quickstart, ...)."""
+
+    def __init__(self, path: str | Path, config: Config, kind: str, source: str | None = None):
         self.path = Path(path)
         self.config = config
-        if is_main_process():  # under torchrun only rank 0 writes
-            for sub in ("checkpoints", "figures"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
-            (self.path / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        self.kind = kind
+        self.source = source  # the pretrained model a fine-tuning or schedule run started from
+        self._writer = None
+
+    @classmethod
+    def create(cls, run_dir: str | Path | None, config: Config, kind: str, source: str | None = None) -> "Run":
+        """A new run in ``run_dir`` (default ``runs/<kind>-<time>``), never over an existing run."""
+        path = Path(run_dir) if run_dir else Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if path.exists() and not path.is_dir():
+            raise FewstepError(f"run directory {path} is a file")
+        if (path / RECORD).exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
+            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose "
+                               "another --run-dir")
+        return cls(path, config, kind, source)
+
+    @classmethod
+    def resume(cls, path: str | Path, kind: str, overrides: list[str] | tuple[str, ...] = ()) -> "Run":
+        """The run in ``path`` with its recorded config; ``overrides`` may change only what resuming allows."""
+        path = Path(path)
+        record = cls.read_record(path)
+        if record.get("kind") != kind:
+            raise FewstepError(f"{path} holds a {record.get('kind') or 'unknown'} run; it cannot be resumed with "
+                               f"`fewstep {kind}`")
+        try:
+            recorded = to_dict(from_dict(Config, record["config"]))
+        except FewstepError as exc:
+            raise FewstepError(f"{path / RECORD} is damaged: {exc}") from None
+        config = load_config(None, overrides, base=record["config"])
+        fixed = ("data", "schedule", "model")  # what a resumed run cannot change
+        check_matches({"config": recorded}, {s: to_dict(getattr(config, s)) for s in fixed}, str(path), kind="run")
+        return cls(path, config, kind, record.get("source"))
 
     @staticmethod
-    def saved_config(path: str | Path) -> dict:
-        """The config dict recorded in an existing run directory (for --resume)."""
-        file = Path(path) / "config.yaml"
+    def read_record(path: str | Path) -> dict:
+        """The recorded kind and config of an existing run directory, refusing a damaged record."""
+        file = Path(path) / RECORD
         if not file.is_file():
-            raise FewstepError(f"{path} is not a fewstep run directory (no config.yaml)")
-        return yaml.safe_load(file.read_text()) or {}
+            raise FewstepError(f"{path} is not a fewstep run directory (no {RECORD})")
+        try:
+            record = yaml.safe_load(file.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise FewstepError(f"{file} is damaged (not valid YAML); the run cannot be resumed") from None
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "kind" not in record:
+            raise FewstepError(f"{file} is damaged (no kind and config); the run cannot be resumed")
+        return record
 
-    @classmethod
-    def create(cls, run_dir: str | Path | None, config: Config, default_name: str) -> "Run":
-        """A new run in ``run_dir`` (default ``runs/<default_name>-<time>``), never over an existing run."""
-        path = Path(run_dir) if run_dir else Path("runs") / f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (path / "config.yaml").exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
-            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir")
-        return cls(path, config)
+    def start(self) -> "Run":
+        """Create the directory (rank 0 only), write the record atomically, clear interrupted writes."""
+        if is_main_process():
+            for sub in ("checkpoints", "figures"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            record = {"kind": self.kind, "source": self.source, "config": to_dict(self.config)}
+            write_text_atomic(self.path / RECORD, yaml.safe_dump(record, sort_keys=False))
+            remove_stale_temporaries(self.path / "checkpoints")
+            remove_stale_temporaries(self.path)
+        return self
 
-    @classmethod
-    def resume(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Run":
-        """The run in ``path`` with its recorded config, ``section.key=value`` overrides applied."""
-        config = load_config(None, overrides, base=cls.saved_config(path))
-        recorded = to_dict(from_dict(Config, cls.saved_config(path)))
-        # --resume cannot change the model or schedule; checked before config.yaml is rewritten
-        check_matches({"config": recorded}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")}, str(path), kind="run")
-        return cls(path, config)
+    def finished(self, stage: str, steps: int) -> bool:
+        """True when the stage's checkpoint records all ``steps`` done (a resumed run has nothing left to do)."""
+        from .checkpoint import load_checkpoint
+
+        path = self.checkpoint(stage)
+        return path.is_file() and int(load_checkpoint(path)[1].get("step", -1)) >= steps
 
     def checkpoint(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.safetensors"
@@ -63,20 +115,48 @@ class Run:
         return self.path / "figures" / f"{name}.png"
 
     def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl (and its numbers to TensorBoard when available)."""
         with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(_finite(record)) + "\n")
+        self._tensorboard(record)
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._writer = False
+                return
+            self._writer = SummaryWriter(str(self.path / "tensorboard"))
+        if self._writer is False or "step" not in record:
+            return
+        prefix = record.get("stage", "run") + ("/" + record["model"] if "model" in record else "")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                self._writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+            elif isinstance(value, dict):
+                for sub, v in value.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        self._writer.add_scalar(f"{prefix}/{key}/{sub}", v, record["step"])
+        self._writer.flush()
 
     def metrics(self, stage: str | None = None) -> list[dict]:
+        """The logged records (of ``stage``); a half-written last line (an interrupted write) is skipped."""
         file = self.path / "metrics.jsonl"
         if not file.is_file():
             return []
-        records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        return [r for r in records if stage is None or r.get("stage") == stage]
+        records = []
+        for line in file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return [r for r in records if isinstance(r, dict) and (stage is None or r.get("stage") == stage)]
 
     def truncate_metrics(self, stage: str, after_step: int) -> None:
-        """Drop ``stage`` records past ``after_step`` (they are redone after a resume)."""
-        keep = [r for r in self.metrics() if not (r.get("stage") == stage and r.get("step", 0) > after_step)]
-        (self.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+        """Drop ``stage`` records past ``after_step`` (they are redone after a resume), atomically."""
+        keep = [r for r in self.metrics() if not (r.get("stage") == stage and (r.get("step") or 0) > after_step)]
+        write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_summary(self, text: str) -> None:
-        (self.path / "summary.md").write_text(text)
+        write_text_atomic(self.path / "summary.md", text)

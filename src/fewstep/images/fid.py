@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -177,73 +175,3 @@ def fid_kid(
         torch.manual_seed(seed)
         kid_mean, _ = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean)}
-
-
-def reference_halves(reference: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two disjoint random halves A, B of ``reference`` with min(n, len // 2) images each."""
-    perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
-    n = min(n, len(reference) // 2)
-    return reference[perm[:n]], reference[perm[n : 2 * n]]
-
-
-def evaluate_images(
-    samples: torch.Tensor, reference: torch.Tensor, features: nn.Module, seed: int = 0, **kwargs
-) -> dict[str, dict[str, float]]:
-    """FID/KID of ``samples`` and the noise floor, both against the first half of ``reference``.
-
-    ``reference`` (held-out real images, shuffled with ``seed``) is split in two disjoint halves
-    A and B of n = min(len(samples), len(reference) // 2) images: the model score compares n
-    samples with A, the floor compares B with A.
-    """
-    a, b = reference_halves(reference, len(samples), seed)
-    n = len(a)
-    return {"model": fid_kid(samples[:n], a, features, seed=seed, **kwargs), "floor": fid_kid(b, a, features, seed=seed, **kwargs)}
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C]."""
-    return ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
-    """Tile images [N, C, H, W] in [-1, 1] into one uint8 array [rows*(H+pad)+pad, ..., C]."""
-    arr = to_uint8(images)
-    n, h, w, c = arr.shape
-    rows = -(-n // nrow)
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = arr[i]
-    return grid
-
-
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -> None:
-    """A PNG sample grid (nearest-neighbour upscaled by ``scale``)."""
-    from PIL import Image
-
-    grid = image_grid(images, nrow)
-    im = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    im.save(path)
-
-
-def grid_figure(panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, float], path: str | Path, nrow: int = 8) -> None:
-    """Sample grids side by side (titles carry each method's scores), the noise floor in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
-    for ax, (title, images) in zip(axes[0], panels):
-        grid = image_grid(images[: nrow * nrow], nrow)
-        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    fig.suptitle("noise floor (two halves of real data): " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in floor.items()), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))  # leave the top row to the floor line
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

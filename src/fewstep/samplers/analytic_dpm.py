@@ -14,15 +14,26 @@ sqrt(1 - ab_n) eps) and clamped to [0, 1], which keeps sigma*^2 within the paper
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import FewstepError
+from ..fields import opt
 from ..schedules import NoiseSchedule
 from ..steps import StepTable
 from .ddim import generalized_table, posterior_std, step_levels
 from .spacings import alpha_bar_at
 
 MEANS = ("ddpm", "ddim")
+
+
+@dataclass
+class AnalyticDPMSettings:
+    mean: str = opt("ddpm", "mean of the step: ddpm (Markov posterior) or ddim (lambda = 0)", choices=MEANS)
+    gamma: list[float] | None = opt(None, "Gamma_n per step (increasing time); null = estimate it on the training "
+                                    "data with the model (fewstep.samplers.estimate_gamma)", min=0.0)
+    n_samples: int = opt(2048, "training points of the Monte-Carlo estimate of Gamma_n", min=1)
 
 
 @torch.no_grad()
@@ -51,7 +62,7 @@ def estimate_gamma(model, schedule: NoiseSchedule, timesteps, data: torch.Tensor
 
 
 def analytic_dpm_table(schedule: NoiseSchedule, timesteps, gamma: torch.Tensor, mean: str = "ddpm",
-                       noise_at_last_step: bool = False) -> StepTable:
+                       noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
     """The Analytic-DPM table on increasing ``timesteps`` given Gamma_n (from :func:`estimate_gamma`).
 
     ``mean`` picks lambda (``ddpm``: sigma_tilde, ``ddim``: 0). Without ``noise_at_last_step`` the
@@ -68,13 +79,13 @@ def analytic_dpm_table(schedule: NoiseSchedule, timesteps, gamma: torch.Tensor, 
     var = lam**2 + coef**2 * (1 - ab) / ab * (1 - gamma.clamp(0, 1))
     std = var.sqrt()
     if not noise_at_last_step:
-        std[0] = 0.0
-    settings = {"timesteps": t.tolist(), "mean": mean, "gamma": gamma.tolist(), "noise_at_last_step": noise_at_last_step}
-    return generalized_table("analytic_dpm", t, ab, ab_next, lam, std, settings)
+        std[0] = 0.0  # the step to clean data is deterministic in the paper's samplers
+    settings = {"timesteps": t.tolist(), "mean": mean, "gamma": gamma.tolist()}
+    return generalized_table("analytic_dpm", t, ab, ab_next, lam, std, settings, noise_at_last_step, clip_x0)
 
 
 def analytic_dpm_from_data(model, schedule: NoiseSchedule, timesteps, data: torch.Tensor, mean: str = "ddpm",
-                           n_samples: int = 2048, seed: int = 0) -> StepTable:
+                           n_samples: int = 2048, seed: int = 0, noise_at_last_step: bool = False) -> StepTable:
     """Estimate Gamma_n on ``data`` with ``model`` and build the table."""
     gamma = estimate_gamma(model, schedule, timesteps, data, n_samples, seed)
-    return analytic_dpm_table(schedule, timesteps, gamma, mean)
+    return analytic_dpm_table(schedule, timesteps, gamma, mean, noise_at_last_step)

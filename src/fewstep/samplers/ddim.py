@@ -14,12 +14,21 @@ Analytic-DPM keeps lambda and replaces sigma by its optimal value.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import FewstepError
+from ..fields import opt
 from ..schedules import NoiseSchedule
 from ..steps import StepTable
 from .spacings import alpha_bar_at
+
+
+@dataclass
+class DDIMSettings:
+    eta: float = opt(0.0, "DDIM stochasticity (0: deterministic probability-flow sampler, 1: ancestral DDPM on the "
+                     "same steps)", min=0.0)
 
 
 def step_levels(schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0):
@@ -45,19 +54,36 @@ def posterior_std(alpha_bar: torch.Tensor, alpha_bar_next: torch.Tensor) -> torc
     return ((1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next)).clamp(min=0).sqrt()
 
 
-def generalized_table(name: str, t, alpha_bar, alpha_bar_next, mean_std, std, settings: dict) -> StepTable:
+def last_step_std(alpha_bar: torch.Tensor, alpha_bar_next: torch.Tensor) -> float:
+    """The std of the DDPM step (Sigma = beta') from the first increasing level to the next: the
+    noise a sampler adds at its last step with ``noise_at_last_step``."""
+    return float((1 - alpha_bar[0] / alpha_bar_next[0]).clamp(min=0).sqrt())
+
+
+def generalized_table(name: str, t, alpha_bar, alpha_bar_next, mean_std, std, settings: dict,
+                      noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
     """The table of DDIM's eq. 12 with mean from ``mean_std`` (lambda) and noise ``std`` (sigma).
 
-    Inputs are in increasing-time order; the table runs them in reverse (noise to data).
+    Inputs are in increasing-time order; the table runs them in reverse (noise to data). With
+    ``noise_at_last_step`` a deterministic last step gets the std of the DDPM step it replaces.
     """
     a = (alpha_bar_next / alpha_bar).sqrt()
     direction = (1 - alpha_bar_next - mean_std**2).clamp(min=0).sqrt()
     b = direction - (alpha_bar_next * (1 - alpha_bar) / alpha_bar).sqrt()
-    flip = lambda v: torch.as_tensor(v, dtype=torch.float64).flip(0).clone()  # noqa: E731
-    return StepTable(name=name, t=flip(t), a=flip(a), b=flip(b), s=flip(std), alpha_bar=flip(alpha_bar), settings=settings)
+    std = torch.as_tensor(std, dtype=torch.float64).clone()
+    if noise_at_last_step and std[0] == 0:
+        std[0] = last_step_std(alpha_bar, alpha_bar_next)
+
+    def flip(v) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float64).flip(0).clone()
+
+    settings = {**settings, "noise_at_last_step": bool(noise_at_last_step)}
+    return StepTable(name=name, t=flip(t), a=flip(a), b=flip(b), s=flip(std), alpha_bar=flip(alpha_bar),
+                     clip_x0=clip_x0, settings=settings)
 
 
-def ddim_table(schedule: NoiseSchedule, timesteps, eta: float = 0.0, final_alpha_bar: float = 1.0) -> StepTable:
+def ddim_table(schedule: NoiseSchedule, timesteps, eta: float = 0.0, final_alpha_bar: float = 1.0,
+               noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
     """DDIM on increasing model times ``timesteps`` (integers or floats) with stochasticity ``eta``.
 
     ``final_alpha_bar`` is the level the last step lands on: 1 (clean data, diffusers'
@@ -68,4 +94,4 @@ def ddim_table(schedule: NoiseSchedule, timesteps, eta: float = 0.0, final_alpha
     t, ab, ab_next = step_levels(schedule, timesteps, final_alpha_bar)
     sigma = eta * posterior_std(ab, ab_next)
     settings = {"timesteps": t.tolist(), "eta": float(eta), "final_alpha_bar": float(final_alpha_bar)}
-    return generalized_table("ddim", t, ab, ab_next, sigma, sigma, settings)
+    return generalized_table("ddim", t, ab, ab_next, sigma, sigma, settings, noise_at_last_step, clip_x0)

@@ -17,9 +17,12 @@ The reverse process (Sec. 4.3) is DDPM-rev (posterior mean, std kappa * sigma_ti
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import FewstepError
+from ..fields import opt
 from ..schedules import NoiseSchedule
 from ..steps import StepTable
 from .ddim import generalized_table, posterior_std, step_levels
@@ -28,6 +31,17 @@ from .spacings import round_distinct, time_at_alpha_bar
 APPROACHES = ("STEP", "VAR")
 SUB_SEQUENCES = ("linear", "quadratic")
 REVERSE = ("ddpm", "ddim")
+
+
+@dataclass
+class FastDPMSettings:
+    approach: str = opt("STEP", "STEP (a sub-sequence of the T steps) or VAR (a short variance schedule)",
+                        choices=APPROACHES)
+    schedule: str = opt("linear", "the STEP sub-sequence or the VAR variance schedule: linear or quadratic",
+                        choices=SUB_SEQUENCES)
+    kappa: float = opt(0.0, "noise scale of the reverse process (0: deterministic, 1: full; the paper's fine-tuning "
+                       "initialisation uses 1 with reverse ddpm)", min=0.0, max=1.0)
+    reverse: str = opt("ddim", "reverse process: ddpm (posterior mean) or ddim (eta = kappa)", choices=REVERSE)
 
 
 def step_subsequence(schedule: NoiseSchedule, K: int, kind: str = "linear") -> torch.Tensor:
@@ -79,7 +93,8 @@ def var_times(schedule: NoiseSchedule, K: int, kind: str = "linear") -> torch.Te
 
 
 def fastdpm_table(schedule: NoiseSchedule, K: int, approach: str = "STEP", kind: str = "linear",
-                  kappa: float = 0.0, reverse: str = "ddim") -> StepTable:
+                  kappa: float = 0.0, reverse: str = "ddim", noise_at_last_step: bool = False,
+                  clip_x0: float | None = None) -> StepTable:
     """The FastDPM sampler with K steps (see the module docstring for the options)."""
     if approach not in APPROACHES:
         raise FewstepError(f"unknown FastDPM approach {approach!r}; choose one of {', '.join(APPROACHES)}")
@@ -92,4 +107,5 @@ def fastdpm_table(schedule: NoiseSchedule, K: int, approach: str = "STEP", kind:
     sigma_tilde = posterior_std(ab, ab_next)
     mean_std = sigma_tilde if reverse == "ddpm" else kappa * sigma_tilde
     settings = {"timesteps": t.tolist(), "approach": approach, "kind": kind, "kappa": float(kappa), "reverse": reverse}
-    return generalized_table("fastdpm", t, ab, ab_next, mean_std, kappa * sigma_tilde, settings)
+    return generalized_table("fastdpm", t, ab, ab_next, mean_std, kappa * sigma_tilde, settings,
+                             noise_at_last_step, clip_x0)

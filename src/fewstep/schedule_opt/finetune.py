@@ -1,10 +1,11 @@
 """Phase 2: fine-tune the epsilon-model at the K chosen time-steps, and alternate with Phase 1.
 
-The epsilon-loss of pretraining (:class:`fewstep.pretrain.EpsilonLoss`) restricted to the
-model times the sampler evaluates, t_0..t_{K-1} (rounded to the integer times the loss can
-noise data at), weighted uniformly or by the discretisation-loss weights w_i (normalised to
-mean 1), with a small learning rate and an EMA of the weights. ``alternate`` runs R rounds of (Phase 1 on the current
-model, Phase 2 at the steps it chose).
+The epsilon-loss of pretraining (:class:`fewstep.training.pretrain.EpsilonLoss`) restricted to the
+model times the sampler evaluates, t_0..t_{K-1} (rounded to the integer times the loss can noise
+data at), weighted uniformly or by the discretisation-loss weights w_i (normalised to mean 1), with
+a small learning rate and an EMA of the weights, on the one training loop
+(:func:`fewstep.training.loop.train`: resume, checkpoints and data parallelism when given a run).
+``alternate`` runs R rounds of (Phase 1 on the current model, Phase 2 at the steps it chose).
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import copy
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from ..distributed import SINGLE, Context, average, average_gradients
 from ..errors import FewstepError
-from ..models import EMA
-from ..pretrain import EpsilonLoss
+from ..models import adam
+from ..runs import Run
 from ..schedules import NoiseSchedule
-from ..steps import StepTable, ddpm_table
+from ..training.loop import Part, Stage, train
+from ..training.pretrain import EpsilonLoss
 from .discretisation import loss_weights
 from .optimise import ScheduleResult
 
@@ -33,24 +35,15 @@ def evaluated_steps(times: torch.Tensor, T: int) -> torch.Tensor:
     return steps
 
 
-def shortcut_table(schedule: NoiseSchedule, times: torch.Tensor) -> StepTable:
-    """A schedule as the initial sampler of shortcut fine-tuning: DDPM (beta, noise at every step) on its steps.
-
-    Policy-gradient fine-tuning needs a log-density at every step, so the deterministic bound
-    sampler is replaced by ancestral DDPM on the same (rounded) steps; the same list set as
-    ``sampler.timesteps`` gives ``fewstep finetune`` this table.
-    """
-    return ddpm_table(schedule, evaluated_steps(times, schedule.T), variance="beta", noise_at_last_step=True)
-
-
 def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: torch.Tensor, data: torch.Tensor,
                       weighting: str = "uniform", steps: int = 1000, lr: float = 1e-4, batch_size: int = 256,
-                      seed: int = 0, progress: bool = False, ema_decay: float = 0.995) -> torch.nn.Module:
+                      seed: int = 0, progress: bool = False, ema_decay: float = 0.995, run: Run | None = None,
+                      config=None, resume: bool = False, ctx: Context = SINGLE) -> torch.nn.Module:
     """A fine-tuned copy of ``model`` at the evaluated steps of decreasing ``times`` (t_0..t_{K-1}).
 
     Returns the exponential moving average of the fine-tuned weights (``ema_decay``; 0 returns the
     raw weights): the pretrained models are EMA weights, and raw Adam iterates at a fixed learning
-    rate are noisier than them.
+    rate are noisier than them. With a ``run`` (and its ``config``) the stage checkpoints and resumes.
     """
     if weighting not in WEIGHTINGS:
         raise FewstepError(f"unknown Phase 2 weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
@@ -62,22 +55,29 @@ def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: to
         weights = (w / w.mean()).float()
     loss_fn = EpsilonLoss(schedule, steps_int, weights)
     tuned = copy.deepcopy(model).train().requires_grad_(True)
-    ema = EMA(tuned, ema_decay)
     dtype = next(tuned.parameters()).dtype
-    opt = torch.optim.Adam(tuned.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="finetune at steps", disable=not progress, leave=False):
-        x0 = data[torch.randint(0, len(data), (batch_size,), generator=gen)].to(dtype)
-        loss = loss_fn(tuned, x0, gen).mean()
-        opt.zero_grad(set_to_none=True)
+    device = next(tuned.parameters()).device
+    optimizer = adam(tuned.parameters(), lr, device)
+    random = torch.Generator().manual_seed(seed)
+
+    def step(i: int) -> dict:
+        x0 = data[torch.randint(0, len(data), (batch_size,), generator=random)].to(device=device, dtype=dtype)
+        loss = loss_fn(tuned, x0, random, ctx).mean()
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        ema.update(tuned)
-    return ema.model.eval()
+        average_gradients(tuned, ctx)
+        optimizer.step()
+        return {"loss": average(loss.item(), ctx)}
+
+    stage = Stage("phase2", {"model": Part(tuned, optimizer, lr)}, "model", steps, config, tuple(data.shape[1:]),
+                  random, ema_decay=ema_decay, log_every=max(1, steps // 20), checkpoint_every=max(1, steps),
+                  meta={"schedule_times": times.tolist()})
+    return train(run, stage, step, resume, progress, ctx).model
 
 
 def alternate(model: torch.nn.Module, schedule: NoiseSchedule, data: torch.Tensor,
-              phase1: Callable[[torch.nn.Module], ScheduleResult], rounds: int = 2, **phase2) -> tuple[torch.nn.Module, ScheduleResult]:
+              phase1: Callable[[torch.nn.Module], ScheduleResult], rounds: int = 2,
+              **phase2) -> tuple[torch.nn.Module, ScheduleResult]:
     """R rounds of Phase 1 (``phase1(model)``) then Phase 2 at its steps; returns the model and last schedule."""
     if rounds < 1:
         raise FewstepError(f"rounds must be >= 1, got {rounds}")

@@ -1,18 +1,12 @@
-"""Sample-quality metrics between point clouds: exact W2 (POT), sliced W2, and the noise floor.
-
-The noise floor is the same metric between two independent draws of the data of the same size:
-no generator can be expected to score below it, so every figure is reported beside it.
-"""
+"""Distances between point clouds: exact W2 (POT's network simplex) and sliced W2."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .errors import FewstepError
+from ..errors import FewstepError
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -50,21 +44,3 @@ def sliced_w2(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, n_proj
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         return float("inf")
     return float(ot.sliced_wasserstein_distance(x, y, n_projections=n_projections, p=2, seed=seed))
-
-
-@dataclass
-class Scores:
-    w2: float
-    sw2: float
-
-    def as_dict(self) -> dict[str, float]:
-        return {"w2": self.w2, "sw2": self.sw2}
-
-
-def score(x, y, n_projections: int = 100, max_iter: int = 10_000_000, seed: int = 0) -> Scores:
-    return Scores(w2(x, y, max_iter), sliced_w2(x, y, n_projections, seed))
-
-
-def noise_floor(draw: Callable[[int, int], torch.Tensor], n: int, seeds: tuple[int, int], **kwargs) -> Scores:
-    """The metrics between two independent draws ``draw(n, seed)`` of the data."""
-    return score(draw(n, seeds[0]), draw(n, seeds[1]), **kwargs)

@@ -1,0 +1,144 @@
+"""`fewstep sample`, `fewstep evaluate` and `fewstep config`: using a trained model."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import checkpoint_option, check_output, config_options, friendly
+
+MAX_SAMPLES = 100_000_000
+
+
+def _open(checkpoint: str, config_path, overrides):
+    """The model and the config to use it with (its own, updated by --config and --set)."""
+    from ..api import load
+    from ..config import load_config, to_dict
+
+    model = load(checkpoint)
+    config = load_config(config_path, overrides, base=to_dict(model.config)) if (config_path or overrides) \
+        else model.config
+    for section in ("model", "schedule"):
+        if to_dict(getattr(config, section)) != to_dict(getattr(model.config, section)):
+            from ..errors import FewstepError
+
+            raise FewstepError(f"the {section} section of a trained model cannot be changed with --config/--set")
+    return model, config
+
+
+def _check_memory(n: int, shape) -> None:
+    """Refuse a sample count whose output alone cannot fit in memory, with the estimate."""
+    import math
+    import os
+
+    from ..errors import FewstepError
+
+    need = n * math.prod(shape) * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * total:
+        raise FewstepError(f"{n} samples of shape {tuple(shape)} need {need / 2**30:.1f} GiB, more than this "
+                           f"machine's {total / 2**30:.1f} GiB of memory; draw fewer (-n) or in several runs")
+
+
+@click.command()
+@checkpoint_option()
+@click.option("-n", "--num-samples", default=10_000, show_default=True, type=click.IntRange(1, MAX_SAMPLES),
+              help="Samples to draw.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Sample i depends only on (seed, i), not on the batch size.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Samples per batch (memory grows with it, not with the number of steps).")
+@click.option("--out", default="samples.npy", show_default=True, type=click.Path(dir_okay=False),
+              help="Output .npy file [n, *shape] (.npy is added when missing).")
+@click.option("--figure", type=click.Path(dir_okay=False), default=None,
+              help="Also write a figure to this PNG: a scatter over the data (2-D) or a sample grid (images).")
+@config_options("sampler.kind=ddim --set sampler.steps=4")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, overrides, quiet):
+    """Draw samples with the sampler recorded in the model, or the one --set sampler.* describes."""
+    import numpy as np
+
+    from ..api import sample as draw, sampler_table
+    from ..data import DataSource
+
+    out = check_output(out, "--out", suffix=".npy")
+    figure = check_output(figure, "--figure") if figure else None
+    model, config = _open(checkpoint, config_path, overrides)
+    _check_memory(num_samples, model.shape)
+    table = sampler_table(model, config)
+    x = draw(model, num_samples, seed, table, batch_size, config.device, progress=not quiet)
+    np.save(out, x.numpy())
+    noun = "sample" if num_samples == 1 else "samples"
+    click.echo(f"wrote {num_samples} {noun} ({table.K}-step {table.name} sampler) to {out}")
+    if figure:
+        from ..plots import grid_figure, scatter
+
+        if len(model.shape) == 3:
+            grid_figure([(f"{table.K}-step {table.name}, seed {seed}", x[:64])], {}, figure)
+        elif model.shape == (2,):
+            reference, _ = DataSource(config.data).floor_pair(min(num_samples, 10_000), config.evaluate.seed)
+            scatter([(f"{table.K}-step {table.name} samples", x)], reference, figure)
+        else:
+            click.echo("note: no figure for data that is neither 2-D points nor images")
+            return
+        click.echo(f"figure: {figure}")
+
+
+@click.command()
+@checkpoint_option(required=False, help="Evaluate this model's sampler: a fewstep checkpoint or a diffusers "
+                   "pipeline folder.")
+@click.option("--samples", type=click.Path(dir_okay=False), default=None,
+              help="Or evaluate samples from a .npy file [n, *shape] (against the data of --config/--set).")
+@config_options("evaluate.repeats=5")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the scores as JSON here.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly
+def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
+    """Sample quality against held-out data, beside the noise floor: W2, sliced W2 and precision/recall
+    for points, FID, KID and precision/recall for images."""
+    from ..api import evaluate as score, sampler_table
+    from ..config import load_config
+    from ..data import load_array
+    from ..errors import FewstepError
+    from ..evaluation import format_scores
+
+    if (checkpoint is None) == (samples is None):
+        raise FewstepError("give exactly one of --checkpoint and --samples")
+    out = check_output(out, "--out") if out else None
+    if checkpoint:
+        model, config = _open(checkpoint, config_path, overrides)
+        table = sampler_table(model, config)
+        click.echo(f"evaluating the {table.K}-step {table.name} sampler of {checkpoint} on {config.data.name}")
+        result = score(model, config=config, table=table, progress=not quiet)
+    else:
+        import numpy as np
+        import torch
+
+        if samples.endswith(".npy"):
+            try:
+                array = np.load(samples, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise FewstepError(f"cannot read samples file {samples}: {str(exc).splitlines()[0]}") from None
+            x = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        else:
+            x = load_array(samples)
+        config = load_config(config_path, overrides)
+        click.echo(f"evaluating {len(x)} samples from {samples} on {config.data.name}")
+        result = score(samples=x, config=config, progress=not quiet)
+    spread = f", mean +- sd over {result['repeats']} draws" if result["repeats"] > 1 else ""
+    click.echo(f"data: {result['data']}; {result['n']} samples against {result['n']} held-out examples{spread}")
+    click.echo(format_scores(result))
+    if out:
+        out.write_text(json.dumps(result, indent=2))
+
+
+@click.command("config")
+def show_config():
+    """Print every config key with its default and meaning."""
+    from ..config import describe
+
+    click.echo("\n".join(describe()))

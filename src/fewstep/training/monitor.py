@@ -1,0 +1,53 @@
+"""What a training stage watches: held-out sample quality during training, and sample health."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from ..evaluation import Evaluator, evaluate_sampler
+from ..rollout import sample
+from ..samplers import build_table
+from ..steps import StepTable
+
+
+def watched_metric(evaluator: Evaluator) -> str:
+    """The lower-is-better number that picks the best checkpoint: FID on images, W2 on points
+    (sliced W2 when exact W2 is off at this size)."""
+    if evaluator.kind == "images":
+        return "fid"
+    return "w2" if evaluator.size(evaluator.cfg.train_samples) <= evaluator.cfg.exact_w2_max else "sw2"
+
+
+def sample_monitor(config, data, schedule, device, table: StepTable | None = None
+                   ) -> tuple[Callable[[torch.nn.Module], dict], str]:
+    """``evaluate(model)`` scoring ``evaluate.train_samples`` samples against held-out data (one
+    repeat, the floor beside it), and the name of the watched metric."""
+    cfg = dataclasses.replace(config.evaluate, n_samples=config.evaluate.train_samples, repeats=1)
+    evaluator = Evaluator(data, cfg)
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        used = table or build_table(config.sampler, schedule, model, data.train())
+        _, result = evaluate_sampler(model, used, evaluator, device=device)
+        return {**result["model"], **{f"floor_{k}": v for k, v in result["floor"].items()}, "eval_n": result["n"]}
+
+    return evaluate, watched_metric(evaluator)
+
+
+def sample_health(table: StepTable, shape: tuple[int, ...], scale: float, device, n: int = 256
+                  ) -> Callable[[torch.nn.Module], str | None]:
+    """A check run before every checkpoint: ``n`` samples must be finite and within 100 x the data's
+    largest absolute value (``scale``), else it says what is wrong."""
+    n = min(n, 16) if len(shape) == 3 else n
+
+    def health(model: torch.nn.Module) -> str | None:
+        x = sample(model, table, n, shape, seed=987_654, batch_size=n, device=device)
+        if not torch.isfinite(x).all():
+            return f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite"
+        peak = float(x.abs().max())
+        if peak > 100 * scale:
+            return f"samples reach |x| = {peak:.3g}, over 100 times the data's largest value {scale:.3g}"
+        return None
+
+    return health
