@@ -40,3 +40,8 @@ def random_net(dim: int = 2, seed: int = 0) -> torch.nn.Module:
 def diffusers_kwargs(schedule) -> dict:
     """Give diffusers our betas (it keeps them in float32, hence the ~1e-5 tolerances in the tests)."""
     return {"num_train_timesteps": schedule.T, "trained_betas": schedule.beta.numpy()}
+
+
+def noise_block(K: int, n: int, shape, seed: int) -> torch.Tensor:
+    """A block [K + 1, n, *shape] of standard normal noise from one seeded generator."""
+    return torch.randn((K + 1, n, *shape), generator=torch.Generator().manual_seed(seed))

@@ -14,7 +14,7 @@ from diffusers import DDPMScheduler
 
 from fewstep.rollout import step_mean
 from fewstep.schedules import make_schedule
-from fewstep.steps import ddpm_table
+from fewstep.samplers import ddpm_table
 
 DIFFUSERS_VARIANCE = {"beta": "fixed_large", "beta_tilde": "fixed_small"}
 DIFFUSERS_SCHEDULE = {"linear": dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02),

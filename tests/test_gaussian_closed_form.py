@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 
-from fewstep.rollout import chain, draw_noise
+from fewstep.rollout import TensorNoise, chain
 from fewstep.schedules import make_schedule, schedule_from_alpha_bar
-from fewstep.steps import ddpm_table
+from fewstep.samplers import ddpm_table
 
 MU = torch.tensor([0.8, -0.4, 0.3, -1.2], dtype=torch.float64)
 S = 0.5
@@ -73,8 +73,8 @@ def test_exact_predictor_reproduces_gaussian(every, variance, kind="linear"):
     generator = torch.Generator().manual_seed(1)
     outputs = []
     for _ in range(N_SAMPLES // CHUNK):
-        noise = draw_noise(table.K, CHUNK, (len(MU),), generator=generator).double()
-        for _, _, x in chain(eps, table, noise):
+        noise = torch.randn((table.K + 1, CHUNK, len(MU)), generator=generator).double()
+        for _, _, _, x in chain(eps, table, TensorNoise(noise)):
             pass
         outputs.append(x)
     x = torch.cat(outputs)

@@ -7,8 +7,9 @@ import torch
 
 from fewstep.config import load_config
 from fewstep.errors import FewstepError
-from fewstep.evaluation import evaluate_samples
-from fewstep.metrics import sliced_w2, w2
+from fewstep.data import DataSource
+from fewstep.evaluation import Evaluator, prdc
+from fewstep.evaluation.points import sliced_w2, w2
 
 
 def test_w2_one_dimensional_is_sorted_matching():
@@ -46,7 +47,40 @@ def test_non_finite_samples_score_infinity():
 def test_evaluation_reports_the_noise_floor():
     config = load_config(None, ["evaluate.n_samples=300"])
     far = torch.full((300, 2), 5.0)
-    result = evaluate_samples(far, config)
-    assert set(result) == {"model", "floor"}
+    evaluator = Evaluator(DataSource(config.data), config.evaluate)
+    result = evaluator.score_samples(far)
+    assert {"model", "floor", "model_sd", "floor_sd", "n", "repeats", "data"} <= set(result)
     assert 0 < result["floor"]["w2"] < 0.2 < 4 < result["model"]["w2"]
-    assert evaluate_samples(far, config) == result  # fixed evaluation seeds
+    assert result["floor"]["precision"] > 0.9 and result["model"]["precision"] == 0.0
+    assert evaluator.score_samples(far) == result  # fixed evaluation seeds
+
+
+def test_repeats_give_a_mean_and_spread_over_independent_draws():
+    config = load_config(None, ["data.name=moons", "evaluate.n_samples=200", "evaluate.repeats=3"])
+    evaluator = Evaluator(DataSource(config.data), config.evaluate)
+    draws = []
+
+    def draw(n, r):
+        draws.append(r)
+        return torch.from_numpy(__import__("fewstep.data", fromlist=["moons"]).moons(n, 1000 + r)).float()
+
+    _, result = evaluator.score(draw)
+    assert draws == [0, 1, 2] and result["repeats"] == 3 and result["n"] == 200
+    assert result["model_sd"]["w2"] > 0 and result["floor_sd"]["w2"] > 0
+    # data against data: the model's figures sit at the floor
+    assert abs(result["model"]["w2"] - result["floor"]["w2"]) < 3 * result["floor_sd"]["w2"] + 0.01
+
+
+def test_prdc_closed_cases():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(500, 2, generator=g)
+    same = prdc(real, real.clone(), k=5)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1.0 + 1.0 / 5, abs=0.05)  # each point sits in its own ball too
+    # a collapsed generator: every sample on the data, but covering almost none of it
+    collapsed = real[:1].repeat(500, 1)
+    scores = prdc(real, collapsed, k=5)
+    assert scores["precision"] == 1.0 and scores["recall"] < 0.05 and scores["coverage"] < 0.05
+    # samples off the data: 14% of them far from every point lowers precision by as much
+    off = torch.cat([torch.randn(430, 2, generator=g), torch.full((70, 2), 40.0)])
+    assert prdc(real, off, k=5)["precision"] == pytest.approx(0.86, abs=0.03)

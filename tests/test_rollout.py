@@ -6,9 +6,11 @@ import torch
 
 from fewstep.errors import FewstepError
 from fewstep.nets import TimeMLP
-from fewstep.rollout import draw_noise, gaussian_log_prob, rollout, sample, step_log_prob
+from _sampler_models import noise_block
+from fewstep.noise import gaussian_noise
+from fewstep.rollout import SeededNoise, gaussian_log_prob, rollout, sample, step_log_prob
 from fewstep.schedules import make_schedule
-from fewstep.steps import ddpm_table
+from fewstep.samplers import ddpm_table
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def stochastic_table(K=10):
 
 def test_rescored_log_prob_equals_rollout(model):
     table = stochastic_table()
-    noise = draw_noise(table.K, 12, (2,), generator=torch.Generator().manual_seed(1))
+    noise = noise_block(table.K, 12, (2,), 1)
     with torch.no_grad():
         traj = rollout(model, table, noise)
     assert traj.x.shape == (11, 12, 2) and traj.mean.shape == (10, 12, 2) and traj.log_prob.shape == (10, 12)
@@ -60,7 +62,7 @@ def test_log_prob_matches_independent_formula(model):
 
 def test_gradients_flow(model):
     table = stochastic_table()
-    traj = rollout(model, table, draw_noise(table.K, 8, (2,), generator=torch.Generator().manual_seed(4)))
+    traj = rollout(model, table, noise_block(table.K, 8, (2,), 4))
     x, x_next = traj.x[:-1].detach().flatten(0, 1), traj.x[1:].detach().flatten(0, 1)
     ks = torch.arange(table.K).repeat_interleave(8)
     model.zero_grad()
@@ -70,7 +72,7 @@ def test_gradients_flow(model):
     assert sum(g.abs().sum() for g in grads) > 0
     # rollout is not wrapped in no_grad either: the sample is differentiable in the parameters
     model.zero_grad()
-    rollout(model, table, draw_noise(table.K, 4, (2,), generator=torch.Generator().manual_seed(5))).x0.sum().backward()
+    rollout(model, table, noise_block(table.K, 4, (2,), 5)).x0.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.zero_grad()
 
@@ -84,7 +86,7 @@ def test_deterministic_step_has_no_log_prob(model):
         step_log_prob(model, table, x, x, torch.tensor([0, 9, 3]))
     step_log_prob(model, table, x, x, torch.tensor([0, 8, 3]))  # stochastic steps of the same table score fine
     # rollout records log-density 0 at the deterministic step and lands exactly on the mean
-    traj = rollout(model, table, draw_noise(table.K, 3, (2,), generator=torch.Generator().manual_seed(6)))
+    traj = rollout(model, table, noise_block(table.K, 3, (2,), 6))
     assert (traj.log_prob[-1] == 0).all() and torch.equal(traj.x0, traj.mean[-1])
 
 
@@ -97,10 +99,30 @@ def test_per_sample_seeds_independent_of_batch_size(model):
     # the first samples of a larger draw are the same samples
     torch.testing.assert_close(sample(model, table, 20, (2,), seed=7, batch_size=3), ref[:20], rtol=0, atol=1e-6)
     assert not torch.allclose(sample(model, table, 64, (2,), seed=8), ref)
-    # the noise itself is bit-identical whichever batch a sample lands in
-    seeds = [11, 12, 13]
-    full = draw_noise(table.K, 3, (2,), seeds=seeds)
-    torch.testing.assert_close(draw_noise(table.K, 1, (2,), seeds=seeds[1:2])[:, 0], full[:, 1], rtol=0, atol=0)
+    # the noise itself is bit-identical whichever batch a sample lands in, at every step
+    for step in (0, 3, table.K):
+        full = SeededNoise(7, torch.arange(0, 9), (2,))(step)
+        torch.testing.assert_close(SeededNoise(7, torch.tensor([4]), (2,))(step)[0], full[4], rtol=0, atol=0)
+    assert not torch.equal(gaussian_noise(7, torch.arange(3), 1, (2,)), gaussian_noise(7, torch.arange(3), 2, (2,)))
+
+
+def test_sampling_memory_does_not_grow_with_steps():
+    """The chain keeps one batch of noise at a time: no [K + 1, n, *shape] block is ever built."""
+    import tracemalloc
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    peaks = {}
+    for K in (10, 400):
+        table = ddpm_table(make_schedule("linear", K), variance="beta", noise_at_last_step=True)
+        tracemalloc.start()
+        sample(Zero(), table, 256, (3, 8, 8), seed=0, batch_size=256)
+        peaks[K] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    block_400 = 401 * 256 * 3 * 8 * 8 * 4  # what a pre-drawn noise block would take
+    assert peaks[400] < block_400 / 10, peaks
 
 
 def test_gaussian_log_prob_equals_torch_normal():

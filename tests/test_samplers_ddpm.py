@@ -4,9 +4,9 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.schedulers import scheduling_ddpm
 
-from _sampler_models import GaussianEps, diffusers_kwargs, random_net
-from fewstep.rollout import draw_noise, rollout
-from fewstep.steps import ddpm_table
+from _sampler_models import GaussianEps, diffusers_kwargs, noise_block, random_net
+from fewstep.rollout import rollout
+from fewstep.samplers import ddpm_table
 from fewstep.schedules import make_schedule
 
 
@@ -17,7 +17,7 @@ def test_ddpm_subsequence_matches_diffusers(monkeypatch, variance, diffusers_var
     K, n = len(tau), 64
     model = random_net(seed=3)
     table = ddpm_table(schedule, tau, variance=variance, noise_at_last_step=False)
-    noise = draw_noise(K, n, (2,), generator=torch.Generator().manual_seed(2)).double()
+    noise = noise_block(K, n, (2,), 2).double()
     ours = rollout(model, table, noise).x0
 
     # clip_sample=False: no clipping of x0_hat. Custom time-steps make diffusers respace beta from
@@ -42,7 +42,7 @@ def test_full_ddpm_gaussian_moments():
     schedule = make_schedule("cosine", 100)  # alpha_bar(T-1) ~ 0: x_T ~ N(0, I) is the exact prior
     mu, s = torch.tensor([1.0, -0.5]), 0.4
     table = ddpm_table(schedule, variance="beta_tilde")
-    noise = draw_noise(table.K, 10_000, (2,), generator=torch.Generator().manual_seed(0)).double()
+    noise = noise_block(table.K, 10_000, (2,), 0).double()
     x0 = rollout(GaussianEps(schedule, mu, s), table, noise).x0
     assert torch.allclose(x0.mean(0), mu.double(), atol=0.02)
     assert torch.allclose(x0.std(0), torch.full((2,), s, dtype=torch.float64), rtol=0.05)

@@ -2,9 +2,9 @@
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from _sampler_models import GaussianEps, diffusers_kwargs, random_net
-from fewstep.rollout import draw_noise, rollout
-from fewstep.samplers import ddim_table, dpm_solver_2m_table, dpm_solver_pp_2m_sample, spacing
+from _sampler_models import GaussianEps, diffusers_kwargs, noise_block, random_net
+from fewstep.rollout import rollout
+from fewstep.samplers import ddim_table, dpm_solver_2m_table, dpm_solver_pp_2m_table, spacing
 from fewstep.schedules import make_schedule
 
 TAU = [0, 40, 130, 300, 520, 760, 999]
@@ -26,21 +26,23 @@ def _diffusers_run(model, schedule, algorithm, final_sigmas_type, x):
 def test_dpm_solver_pp_2m_matches_diffusers():
     schedule = make_schedule("linear", 1000)
     model = random_net(seed=5)
-    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ours = dpm_solver_pp_2m_sample(model, schedule, TAU, x_T)
+    noise = noise_block(len(TAU), 64, (2,), 0).double()
+    table = dpm_solver_pp_2m_table(schedule, TAU)
+    assert (table.d != 0).any()  # the x_prev column is used
+    ours = rollout(model, table, noise).x0
     # final_sigmas_type="zero": the last step lands on clean data, like final_alpha_bar = 1.
-    ref = _diffusers_run(model, schedule, "dpmsolver++", "zero", x_T)
+    ref = _diffusers_run(model, schedule, "dpmsolver++", "zero", noise[0])
     assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
 
 
 def test_dpm_solver_2m_table_matches_diffusers():
     schedule = make_schedule("linear", 1000)
     model = random_net(seed=6)
-    noise = draw_noise(len(TAU), 64, (2,), generator=torch.Generator().manual_seed(1)).double()
+    noise = noise_block(len(TAU), 64, (2,), 1).double()
     # diffusers only supports final_sigmas_type="sigma_min" for the noise-prediction solver:
     # its last step lands on alpha_bar[0], so the table does the same.
     table = dpm_solver_2m_table(schedule, TAU, final_alpha_bar=float(schedule.alpha_bar[0]))
-    assert not table.is_markov_gaussian  # the c column is used
+    assert not table.is_markov and (table.d == 0).all()  # the c column is used
     ours = rollout(model, table, noise).x0
     ref = _diffusers_run(model, schedule, "dpmsolver", "sigma_min", noise[0])
     assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
@@ -55,11 +57,11 @@ def test_dpm_solver_2m_first_step_is_ddim_and_gaussian_accuracy():
     mu, s = torch.tensor([0.5, -1.0]), 0.3
     model = GaussianEps(schedule, mu, s)
     steps = spacing("logsnr", schedule, 8)
-    noise = draw_noise(8, 10_000, (2,), generator=torch.Generator().manual_seed(0)).double()
+    noise = noise_block(8, 10_000, (2,), 0).double()
     err = {}
     for name, tab in {"2m": dpm_solver_2m_table(schedule, steps), "ddim": ddim_table(schedule, steps)}.items():
         x0 = rollout(model, tab, noise).x0
         err[name] = (x0.std(0) - s).abs().max().item()
-    pp = dpm_solver_pp_2m_sample(model, schedule, steps, noise[0])
+    pp = rollout(model, dpm_solver_pp_2m_table(schedule, steps), noise).x0
     err["pp"] = (pp.std(0) - s).abs().max().item()
     assert err["2m"] < err["ddim"] and err["pp"] < err["ddim"], err

@@ -5,7 +5,7 @@ import torch
 from fewstep.errors import FewstepError
 from fewstep.samplers import alpha_bar_at, ddim_table, fastdpm_table, step_subsequence, var_times, variance_schedule
 from fewstep.schedules import make_schedule
-from fewstep.steps import ddpm_table
+from fewstep.samplers import ddpm_table
 
 
 def test_step_subsequences():

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from fewstep.config import FinetuneConfig
-from fewstep.rollout import draw_noise, rollout
-from fewstep.sftpg import Nets, pathwise_loss, policy_gradient_loss
+from _sampler_models import noise_block
+from fewstep.rollout import rollout
 from fewstep.steps import StepTable
+from fewstep.training.sftpg import Nets, pathwise_objective, policy_gradient_sum
 
 K = 3
 U, Q = 0.7, 0.4
@@ -98,18 +99,18 @@ def all_steps(traj):
 
 def estimates(kind: str, batches: int = 40, n: int = 5000, baseline=None) -> torch.Tensor:
     """One gradient estimate per independent batch: [batches, 6]."""
-    gen = torch.Generator().manual_seed(1)
     out = []
-    for _ in range(batches):
+    for i in range(batches):
         model = LinearEps()
         nets = nets_for(model, baseline(model) if baseline else None)
-        noise = draw_noise(K, n, (1,), generator=gen)
+        noise = noise_block(K, n, (1,), 1000 + i)
         if kind == "pathwise":
-            loss = pathwise_loss(nets, TABLE, noise)
+            loss = pathwise_objective(nets, TABLE, noise)
         else:
             with torch.no_grad():
                 traj = rollout(model, TABLE, noise)
-            loss = policy_gradient_loss(nets, TABLE, all_steps(traj), use_baseline=(kind != "pg"))
+            steps = all_steps(traj)  # every step of every chain: the sum over t of eq. 20, averaged over chains
+            loss = policy_gradient_sum(nets, TABLE, steps, use_baseline=(kind != "pg")) / (K * n)
         out.append(params_grad(model, loss))
     return torch.stack(out)
 
@@ -122,7 +123,7 @@ def analytic_gradient() -> torch.Tensor:
 def test_closed_form_matches_monte_carlo_objective():
     model = LinearEps()
     with torch.no_grad():
-        x0 = rollout(model, TABLE, draw_noise(K, 400_000, (1,), generator=torch.Generator().manual_seed(0))).x0
+        x0 = rollout(model, TABLE, noise_block(K, 400_000, (1,), 0)).x0
     mc = QuadraticCritic()(x0).mean()
     assert abs(mc - closed_form_objective(model).detach()) < 4 * QuadraticCritic()(x0).std() / 400_000**0.5
 

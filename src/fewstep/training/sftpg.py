@@ -159,8 +159,26 @@ class GradientPenalty:
         return stats
 
 
+def policy_gradient_sum(nets: Nets, table: StepTable, batch: tuple[torch.Tensor, ...],
+                        use_baseline: bool) -> torch.Tensor:
+    """K * sum over buffer entries of (f(x_0) - V(x_{t+1}, t)) log p_theta(x_t | x_{t+1}): divided by
+    the number of entries, its gradient is an unbiased estimate of eq. 20 (of eq. 15 without V)."""
+    x_in, x_out, x0, k = batch
+    with torch.no_grad():
+        advantage = critic_values(nets.critic, x0)
+        if use_baseline:
+            advantage = advantage - baseline_values(nets.baseline, x_in, k)
+    log_prob = step_log_prob(nets.generator, table, x_in, x_out, k)
+    return table.K * (advantage * log_prob).sum()
+
+
+def pathwise_objective(nets: Nets, table: StepTable, noise) -> torch.Tensor:
+    """SFT (eq. 14): E f(h_theta(x_T)) with reparameterised noise, differentiable through the chain."""
+    return critic_values(nets.critic, rollout(nets.generator, table, noise).x0).mean()
+
+
 class PolicyGradient:
-    """The generator surrogate of eq. 20 (``use_baseline``) or eq. 15, on buffer entries."""
+    """The generator surrogate of eq. 20 (``use_baseline``) or eq. 15, on m buffer entries."""
 
     def __init__(self, use_baseline: bool):
         self.use_baseline = use_baseline
@@ -168,25 +186,19 @@ class PolicyGradient:
 
     def loss(self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator,
              device, ctx: Context) -> torch.Tensor:
-        x_in, x_out, x0, k = buffer.sample(m, random, ctx)
-        with torch.no_grad():
-            advantage = critic_values(nets.critic, x0)
-            if self.use_baseline:
-                advantage = advantage - baseline_values(nets.baseline, x_in, k)
-        log_prob = step_log_prob(nets.generator, table, x_in, x_out, k)
-        return ctx.scale_sum(table.K * (advantage * log_prob).sum(), m)
+        batch = buffer.sample(m, random, ctx)
+        return ctx.scale_sum(policy_gradient_sum(nets, table, batch, self.use_baseline), m)
 
 
 class Pathwise:
-    """SFT (eq. 14): E f(h_theta(x_T)) with reparameterised noise, back-propagated through the chain."""
+    """SFT (eq. 14) on m fresh chains, back-propagated through every step."""
 
     name = "SFT"
     use_baseline = False
 
     def loss(self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator,
              device, ctx: Context) -> torch.Tensor:
-        noise = GeneratorNoise(random, m, shape, device, ctx.rows(m))
-        return critic_values(nets.critic, rollout(nets.generator, table, noise).x0).mean()
+        return pathwise_objective(nets, table, GeneratorNoise(random, m, shape, device, ctx.rows(m)))
 
 
 @dataclass
