@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 import fewstep.checkpoint as checkpoint_module
+import fewstep.files as files_module
 from fewstep.checkpoint import load_checkpoint, save_checkpoint
 from fewstep.cli import main
 
@@ -52,9 +53,9 @@ def ckpt(tmp_path_factory):
         (["pretrain.lr=fast"], ["pretrain.lr", "number"]),
         (["model.hidden=128"], ["model.hidden", "list"]),
         (["sampler.noise_at_last_step=maybe"], ["sampler.noise_at_last_step", "true or false"]),
-        (["pretrain.lr=-1"], ["pretrain.lr", ">= 0"]),
+        (["pretrain.lr=-1"], ["pretrain.lr", "> 0"]),
         (["schedule.T=0"], ["schedule.T", ">= 1"]),
-        (["pretrain.ema_decay=1.5"], ["pretrain.ema_decay", "<= 1"]),
+        (["pretrain.ema_decay=1.5"], ["pretrain.ema_decay", "<= 0.99"]),
         (["schedule.kind=quadratic"], ["schedule.kind", "'quadratic'", "sigmoid"]),
         (["sampler.timesteps=[5,3]"], ["sampler.timesteps", "increase"]),
         (["pretrain.steps"], ["section.key=value"]),
@@ -91,7 +92,7 @@ def _write(path, kind):
     elif kind == "3d":
         np.save(path, np.zeros((10, 2, 2)))
     elif kind == "nan":
-        np.save(path, np.array([[0.0, 1.0], [np.nan, 2.0], [3.0, 4.0]]))
+        np.save(path, np.array([[0.0, 1.0], [np.nan, 2.0], [3.0, 4.0], [5.0, 6.0]]))
     elif kind == "text":
         path.write_text("a,b\n1,2\n")
     elif kind == "two-arrays":
@@ -165,10 +166,13 @@ def test_foreign_safetensors_files(tmp_path):
     save_file({"w": torch.zeros(3)}, str(plain))
     assert_one_line_error(invoke("sample", "--checkpoint", plain), "not a fewstep checkpoint")
     no_record = tmp_path / "norecord.safetensors"
-    save_file({"w": torch.zeros(3)}, str(no_record), metadata={"format": checkpoint_module.FORMAT, "meta": "{}"})
+    checksum = checkpoint_module.tensor_checksum({"w": torch.zeros(3)})
+    save_file({"w": torch.zeros(3)}, str(no_record),
+              metadata={"format": checkpoint_module.FORMAT, "meta": "{}", "checksum": checksum})
     assert_one_line_error(invoke("sample", "--checkpoint", no_record), "no model record")
     bad_meta = tmp_path / "badmeta.safetensors"
-    save_file({"w": torch.zeros(3)}, str(bad_meta), metadata={"format": checkpoint_module.FORMAT, "meta": "{oops"})
+    save_file({"w": torch.zeros(3)}, str(bad_meta),
+              metadata={"format": checkpoint_module.FORMAT, "meta": "{oops", "checksum": checksum})
     assert_one_line_error(invoke("sample", "--checkpoint", bad_meta), "unreadable metadata")
 
 
@@ -212,7 +216,7 @@ def test_atomic_checkpoint_write(tmp_path, monkeypatch, where):
     if where == "while-writing":
         monkeypatch.setattr(checkpoint_module, "save_file", _crashing_save_file)
     else:
-        monkeypatch.setattr(checkpoint_module.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+        monkeypatch.setattr(files_module.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
     with pytest.raises(OSError):
         save_checkpoint(path, {"w": torch.zeros(4)}, {"step": 2})
     monkeypatch.undo()

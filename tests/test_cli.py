@@ -7,10 +7,10 @@ import yaml
 from click.testing import CliRunner
 
 from fewstep.cli import main
-from fewstep.config import Config, describe
+from fewstep.config import describe
 
 TINY = ["pretrain.steps=50", "pretrain.log_every=10", "evaluate.n_samples=300", "finetune.iterations=4",
-        "finetune.eval_every=2", "finetune.eval_samples=200", "finetune.batch_size=32", "finetune.checkpoint_every=2"]
+        "finetune.eval_every=2", "evaluate.train_samples=200", "finetune.batch_size=32", "finetune.checkpoint_every=2"]
 
 
 def invoke(*args):
@@ -53,7 +53,7 @@ def test_sample_and_evaluate_checkpoint(quickstart_run, tmp_path):
     ckpt = run_dir / "checkpoints" / "pretrain.safetensors"
     out, figure = tmp_path / "x.npy", tmp_path / "x.png"
     result = invoke("sample", "--checkpoint", ckpt, "-n", 40, "--seed", 5, "--out", out, "--figure", figure)
-    assert "wrote 40 samples (10 steps)" in result.output
+    assert "wrote 40 samples (10-step ddpm sampler)" in result.output
     x = np.load(out)
     assert x.shape == (40, 2) and np.isfinite(x).all() and figure.stat().st_size > 1000
     invoke("sample", "--checkpoint", ckpt, "-n", 40, "--seed", 5, "--batch-size", 7, "--out", tmp_path / "y.npy")
@@ -61,7 +61,7 @@ def test_sample_and_evaluate_checkpoint(quickstart_run, tmp_path):
 
     scores = tmp_path / "scores.json"
     result = invoke("evaluate", "--checkpoint", ckpt, "--set", "evaluate.n_samples=200", "--out", scores)
-    assert "W2" in result.output and "floor" in result.output
+    assert "w2" in result.output and "floor" in result.output and "precision" in result.output
     record = json.loads(scores.read_text())
     assert record["model"]["w2"] > record["floor"]["w2"] > 0
     result = invoke("evaluate", "--samples", out, "--set", "evaluate.n_samples=40")
@@ -70,14 +70,16 @@ def test_sample_and_evaluate_checkpoint(quickstart_run, tmp_path):
 
 def test_config_lists_every_key():
     output = invoke("config").output
-    assert output.strip().splitlines() == describe(Config)
-    for key in ("data.name", "schedule.T", "pretrain.steps", "sampler.variance", "evaluate.max_iter", "seed"):
+    assert output.strip().splitlines() == describe()
+    for key in ("data.name", "schedule.T", "pretrain.steps", "sampler.ddpm.variance", "sampler.fastdpm.kappa",
+                "evaluate.max_iter", "seed"):
         assert f"\n{key} = " in "\n" + output
 
 
-@pytest.mark.parametrize("command", ["pretrain", "sample", "evaluate", "quickstart", "config"])
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "sample", "evaluate", "quickstart", "config", "schedule",
+                                     "schedule optimise", "schedule finetune"])
 def test_help_explains_every_option(command):
-    output = invoke(command, "--help").output
+    output = invoke(*command.split(), "--help").output
     assert "Usage:" in output
     for line in output.splitlines():
         stripped = line.strip()

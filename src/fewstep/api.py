@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import check_matches
 from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict
 from .data import DataSource
 from .errors import FewstepError
@@ -123,10 +124,14 @@ def finetune_config(model: Pretrained, preset: str = "toy", config_path: str | N
         raise FewstepError(f"unknown preset {preset!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
     base = merge(to_dict(model.config), {"finetune": FINETUNE_PRESETS[preset]})
     config = load_config(config_path, overrides, base=base)
-    for section in ("model", "schedule"):
-        if to_dict(getattr(config, section)) != to_dict(getattr(model.config, section)):
-            raise FewstepError(f"the {section} section of a trained model cannot change when fine-tuning it")
+    check_unchanged(model, config)
     return config
+
+
+def check_unchanged(model: Pretrained, config: Config) -> None:
+    """A trained model's model and schedule sections cannot be changed by --config or --set."""
+    check_matches({"config": to_dict(model.config)}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")},
+                  model.source)
 
 
 def finetune(model: Pretrained, config: Config | None = None, run_dir: str | Path | None = None,

@@ -1,7 +1,8 @@
 """A run directory: the resolved config, metrics as JSON lines, checkpoints, figures, a summary.
 
     run_dir/
-      config.yaml          resolved config of the run and the command that made it (written atomically)
+      config.yaml          resolved config of the run (a valid --config file; written atomically)
+      run.yaml             the command that made the run and the model it started from
       metrics.jsonl        one JSON object per logged step: {"stage": ..., "step": ..., ...}
       checkpoints/         safetensors checkpoints (latest and best of each stage, written atomically)
       figures/             PNG figures
@@ -25,6 +26,7 @@ from .errors import FewstepError
 from .files import remove_stale_temporaries, write_text_atomic
 
 RECORD = "config.yaml"
+KIND = "run.yaml"
 
 
 def _finite(value: Any) -> Any:
@@ -78,16 +80,21 @@ class Run:
 
     @staticmethod
     def read_record(path: str | Path) -> dict:
-        """The recorded kind and config of an existing run directory, refusing a damaged record."""
-        file = Path(path) / RECORD
-        if not file.is_file():
-            raise FewstepError(f"{path} is not a fewstep run directory (no {RECORD})")
-        try:
-            record = yaml.safe_load(file.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise FewstepError(f"{file} is damaged (not valid YAML); the run cannot be resumed") from None
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "kind" not in record:
-            raise FewstepError(f"{file} is damaged (no kind and config); the run cannot be resumed")
+        """The recorded kind, source and config of an existing run directory, refusing a damaged record."""
+        record = {}
+        for name, what in ((KIND, "kind and source"), (RECORD, "config")):
+            file = Path(path) / name
+            if not file.is_file():
+                raise FewstepError(f"{path} is not a fewstep run directory (no {name})")
+            try:
+                data = yaml.safe_load(file.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError):
+                raise FewstepError(f"{file} is damaged (not valid YAML); the run cannot be resumed") from None
+            if not isinstance(data, dict) or not data:
+                raise FewstepError(f"{file} is damaged (no {what}); the run cannot be resumed")
+            record.update(data if name == KIND else {"config": data})
+        if "kind" not in record:
+            raise FewstepError(f"{Path(path) / KIND} is damaged (no kind); the run cannot be resumed")
         return record
 
     def start(self) -> "Run":
@@ -95,8 +102,8 @@ class Run:
         if is_main_process():
             for sub in ("checkpoints", "figures"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
-            record = {"kind": self.kind, "source": self.source, "config": to_dict(self.config)}
-            write_text_atomic(self.path / RECORD, yaml.safe_dump(record, sort_keys=False))
+            write_text_atomic(self.path / KIND, yaml.safe_dump({"kind": self.kind, "source": self.source}))
+            write_text_atomic(self.path / RECORD, yaml.safe_dump(to_dict(self.config), sort_keys=False))
             remove_stale_temporaries(self.path / "checkpoints")
             remove_stale_temporaries(self.path)
         return self

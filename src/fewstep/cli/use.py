@@ -12,17 +12,13 @@ MAX_SAMPLES = 100_000_000
 
 def _open(checkpoint: str, config_path, overrides):
     """The model and the config to use it with (its own, updated by --config and --set)."""
-    from ..api import load
+    from ..api import check_unchanged, load
     from ..config import load_config, to_dict
 
     model = load(checkpoint)
     config = load_config(config_path, overrides, base=to_dict(model.config)) if (config_path or overrides) \
         else model.config
-    for section in ("model", "schedule"):
-        if to_dict(getattr(config, section)) != to_dict(getattr(model.config, section)):
-            from ..errors import FewstepError
-
-            raise FewstepError(f"the {section} section of a trained model cannot be changed with --config/--set")
+    check_unchanged(model, config)
     return model, config
 
 
@@ -102,7 +98,6 @@ def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
     for points, FID, KID and precision/recall for images."""
     from ..api import evaluate as score, sampler_table
     from ..config import load_config
-    from ..data import load_array
     from ..errors import FewstepError
     from ..evaluation import format_scores
 
@@ -115,18 +110,8 @@ def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
         click.echo(f"evaluating the {table.K}-step {table.name} sampler of {checkpoint} on {config.data.name}")
         result = score(model, config=config, table=table, progress=not quiet)
     else:
-        import numpy as np
-        import torch
-
-        if samples.endswith(".npy"):
-            try:
-                array = np.load(samples, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise FewstepError(f"cannot read samples file {samples}: {str(exc).splitlines()[0]}") from None
-            x = torch.from_numpy(np.asarray(array, dtype=np.float32))
-        else:
-            x = load_array(samples)
         config = load_config(config_path, overrides)
+        x = _load_samples(samples)
         click.echo(f"evaluating {len(x)} samples from {samples} on {config.data.name}")
         result = score(samples=x, config=config, progress=not quiet)
     spread = f", mean +- sd over {result['repeats']} draws" if result["repeats"] > 1 else ""
@@ -134,6 +119,32 @@ def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
     click.echo(format_scores(result))
     if out:
         out.write_text(json.dumps(result, indent=2))
+
+
+def _load_samples(path: str):
+    """Samples [n, *shape] from an .npy file (any shape: images too) or a .npz/.csv array."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from ..data import load_array
+    from ..errors import FewstepError
+
+    if not Path(path).is_file():
+        raise FewstepError(f"samples file {path} does not exist")
+    if not path.endswith(".npy"):
+        return load_array(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FewstepError(f"cannot read samples file {path}: {str(exc).splitlines()[0]}") from None
+    if array.ndim < 2 or len(array) < 2 or not np.issubdtype(array.dtype, np.number):
+        raise FewstepError(f"samples file {path} holds {array.dtype} of shape {array.shape}; expected numbers "
+                           "[n, *shape] with n >= 2")
+    if not np.isfinite(array).all():
+        raise FewstepError(f"samples file {path} contains NaN or infinite values")
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
 @click.command("config")
