@@ -5,7 +5,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from fewstep.cli import main
-from fewstep.models import load_model, table_for_checkpoint
+from fewstep.models import load_pretrained
 
 TINY = ["schedule.kind=linear", "schedule.T=100", "pretrain.steps=30", "pretrain.batch_size=64", "data.n_train=500",
         "model.hidden=[16, 16]", "evaluate.n_samples=200"]
@@ -29,23 +29,22 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     record = json.loads((tmp_path / "opt" / "schedule.json").read_text())
     assert len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
     assert record["sampler_timesteps"] == sorted(round(t) for t in record["schedule_times"][:-1])
-    model, config, meta = load_model(sched_ckpt)
-    table = table_for_checkpoint(config, meta)
+    table = load_pretrained(sched_ckpt).table
     assert table.K == 3 and table.t.tolist() == record["schedule_times"][:-1]
     res = runner.invoke(main, ["sample", "--checkpoint", str(sched_ckpt), "-n", "10", "--out", str(tmp_path / "s.npy")])
-    assert res.exit_code == 0 and "(3 steps)" in res.output, res.output
+    assert res.exit_code == 0 and "(3-step schedule_opt sampler)" in res.output, res.output
     assert np.load(tmp_path / "s.npy").shape == (10, 2)
 
     fin = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(sched_ckpt), "--run-dir", str(tmp_path / "fin"),
                                "--keep-schedule", "--quiet"])
     assert fin.exit_code == 0, fin.output
-    meta = load_model(tmp_path / "fin" / "checkpoints" / "schedule_finetune.safetensors")[2]
+    meta = load_pretrained(tmp_path / "fin" / "checkpoints" / "schedule_finetune.safetensors").meta
     assert meta["schedule_times"] == record["schedule_times"]
 
     both = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(ckpt), "--run-dir", str(tmp_path / "both"),
                                 "--quiet", *_sets([*FAST, "schedule_opt.rounds=2"])])
     assert both.exit_code == 0, both.output
-    meta = load_model(tmp_path / "both" / "checkpoints" / "schedule_finetune.safetensors")[2]
+    meta = load_pretrained(tmp_path / "both" / "checkpoints" / "schedule_finetune.safetensors").meta
     assert meta["rounds"] == 2 and len(meta["schedule_times"]) == 4 and meta["table"]["name"] == "schedule_opt"
 
 

@@ -29,7 +29,7 @@ def _free_port() -> int:
 def _worker(rank: int, world_size: int, port: int, run_dir: str, batch: int) -> None:
     import torch.distributed as dist
 
-    import fewstep.pretrain as pretrain_module
+    import fewstep.training.pretrain as pretrain_module
     from fewstep.runs import Run
 
     seen: list[int] = []  # rows of every forward pass of this process
@@ -47,7 +47,8 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str, batch: int) -> 
                       WORLD_SIZE=str(world_size))
     config = load_config(None, [*OVERRIDES, f"pretrain.batch_size={batch}"])
     try:
-        pretrain_module.pretrain(config, Run(run_dir, config) if rank == 0 else _NoWrites(run_dir), progress=False)
+        run = Run(run_dir, config, "pretrain").start() if rank == 0 else _NoWrites(run_dir)
+        pretrain_module.pretrain(config, run, progress=False)
         with open(os.path.join(run_dir, f"rows-{rank}.txt"), "w") as f:
             f.write(" ".join(map(str, seen)))
     finally:
@@ -75,14 +76,14 @@ class _NoWrites:
 
 
 def test_two_processes_match_one_process_with_the_full_batch(tmp_path):
-    from fewstep.pretrain import pretrain
     from fewstep.runs import Run
+    from fewstep.training.pretrain import pretrain
 
     config = load_config(None, [*OVERRIDES, "pretrain.batch_size=64"])
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = Run(tmp_path / "single", config)
+        single = Run(tmp_path / "single", config, "pretrain").start()
         pretrain(config, single, progress=False)
     finally:
         torch.set_num_threads(before)
@@ -98,7 +99,7 @@ def test_two_processes_match_one_process_with_the_full_batch(tmp_path):
     for k in weights:
         assert torch.allclose(one[k], two[k], atol=1e-5), k
     losses_one = [r["loss"] for r in single.metrics("pretrain")]
-    losses_two = [r["loss"] for r in Run.resume(tmp_path / "double").metrics("pretrain")]
+    losses_two = [r["loss"] for r in Run.resume(tmp_path / "double", "pretrain").metrics("pretrain")]
     assert losses_two == pytest.approx(losses_one, rel=1e-5)
 
 
