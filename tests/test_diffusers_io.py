@@ -111,19 +111,30 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 
 
 def test_finetune_a_diffusers_model_with_sftpg_and_write_it_back(pipeline_dir, tmp_path):
-    from fewstep.config import load_config
-    from fewstep.finetune import finetune
+    from fewstep.api import finetune_config, load
+    from fewstep.models import load_pretrained
     from fewstep.runs import Run
+    from fewstep.training.finetune import finetune
 
+    pretrained = load(pipeline_dir)
     loaded = load_diffusers(pipeline_dir)
     table = ddpm_table(loaded.schedule, [0, 24, 49], variance="beta", noise_at_last_step=True)
-    config = load_config(None, ["data.name=digits", "finetune.iterations=2", "finetune.batch_size=8", "finetune.n_critic=1",
-                                "finetune.critic_channels=[4, 8, 16]", "finetune.baseline_hidden=[16]", "finetune.eval_every=2",
-                                "finetune.eval_samples=16", "finetune.checkpoint_every=2", "finetune.lr_generator=0.001",
-                                "evaluate.n_samples=16"])
-    before = [p.detach().clone() for p in loaded.model.parameters()]
-    tuned, used = finetune(config, Run(tmp_path / "run", config), loaded.model, progress=False, table=table)
+    config = finetune_config(pretrained, overrides=[
+        "data.name=digits", "finetune.iterations=2", "finetune.batch_size=8", "finetune.n_critic=1",
+        "finetune.critic_channels=[4, 8, 16]", "finetune.baseline_hidden=[16]", "finetune.eval_every=2",
+        "evaluate.train_samples=16", "finetune.checkpoint_every=2", "finetune.lr_generator=1e-5",
+        "evaluate.n_samples=16"])
+    before = [p.detach().clone() for p in pretrained.model.parameters()]
+    run = Run(tmp_path / "run", config, "finetune").start()
+    result = finetune(config, run, pretrained, table=table, progress=False)
+    tuned, used = result.model, result.table
     assert any(not torch.equal(a, b) for a, b in zip(before, tuned.parameters()))
+    # the fine-tuned diffusers network comes back from fewstep's own checkpoint, with its table
+    again = load_pretrained(run.checkpoint("finetune"))
+    assert again.kind == "diffusers" and torch.equal(again.table.s, used.s)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.0, 24.0])
+    with torch.no_grad():
+        assert torch.allclose(again.model(x, t), tuned(x, t))
     out = save_pipeline(tmp_path / "tuned", tuned, loaded.scheduler, used)
     pipe = DDPMPipeline.from_pretrained(out)
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.0, 24.0])

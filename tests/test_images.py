@@ -14,7 +14,8 @@ from fewstep.data import DataSource
 from fewstep.errors import FewstepError
 from fewstep.images.critic import ConvCritic, image_baseline
 from fewstep.images.data import load_cifar10, load_cifar_batch, load_folder, load_images, load_mnist, read_idx
-from fewstep.images.fid import DigitClassifier, FeatureExtractor, evaluate_images, fid_kid, save_grid
+from fewstep.images.fid import DigitClassifier, FeatureExtractor, fid_kid
+from fewstep.plots import save_grid
 from fewstep.images.unet import UNet
 from fewstep.models import build_eps_model
 
@@ -141,12 +142,12 @@ def test_digits_default_and_config_dispatch():
     data = DataSource(config.data)
     assert data.shape == (1, 8, 8)
     assert data.train().min() == -1 and data.train().max() == 1
-    model = build_eps_model(config, data.shape)
+    model = build_eps_model(config.model, data.shape)
     assert isinstance(model, UNet)
-    with pytest.raises(FewstepError, match="needs data.path"):
+    with pytest.raises(FewstepError, match="data.path is required"):
         DataSource(load_config(None, ["data.name=mnist"]).data)
     with pytest.raises(FewstepError, match="takes images"):
-        build_eps_model(config, (2,))
+        build_eps_model(config.model, (2,))
 
 
 @pytest.mark.parametrize("size", [8, 14, 28, 32])
@@ -197,11 +198,18 @@ def test_fid_matches_closed_form_on_features():
     assert got == pytest.approx(expected, rel=1e-3)
 
 
-def test_evaluate_images_reports_floor_on_disjoint_halves():
-    x, _ = load_images("digits")
-    result = evaluate_images(torch.rand(200, 1, 8, 8) * 2 - 1, x, _features(), kid_subsets=3, kid_subset_size=100)
-    assert result["floor"]["fid"] < result["model"]["fid"]
-    assert set(result["model"]) == {"fid", "kid"}
+def test_image_evaluation_reports_the_floor_on_held_out_halves(tmp_path, monkeypatch):
+    from fewstep.evaluation import Evaluator
+
+    monkeypatch.setenv("FEWSTEP_CACHE", str(tmp_path))
+    config = load_config(None, ["data.name=digits", "evaluate.n_samples=150"])
+    data = DataSource(config.data)
+    assert len(data.train()) == 1797 - round(0.2 * 1797)  # the held-out split never trains anything
+    result = Evaluator(data, config.evaluate).score_samples(torch.rand(150, 1, 8, 8) * 2 - 1)
+    assert result["n"] == 150 and result["floor"]["fid"] < result["model"]["fid"]
+    assert set(result["model"]) == {"fid", "kid", "precision", "recall", "density", "coverage"}
+    assert result["floor"]["precision"] > result["model"]["precision"]
+    assert list((tmp_path / "features").glob("digits-*.safetensors"))  # the feature classifier is cached
 
 
 def test_save_grid(tmp_path):
@@ -221,18 +229,18 @@ def test_inception_needs_local_weights():
 
 
 def test_pretrain_unet_on_digits(tmp_path):
-    from fewstep.models import load_model
-    from fewstep.pretrain import pretrain
+    from fewstep.models import load_pretrained
     from fewstep.runs import Run
+    from fewstep.training.pretrain import pretrain
 
     config = load_config(None, ["data.name=digits", "model.kind=unet", "model.channels=8", "pretrain.steps=3",
                                 "pretrain.batch_size=8", "pretrain.log_every=1"])
-    run = Run(tmp_path / "run", config)
-    model = pretrain(config, run, progress=False)
+    run = Run(tmp_path / "run", config, "pretrain").start()
+    model = pretrain(config, run, progress=False).model
     assert len(run.metrics("pretrain")) == 3
-    loaded, _, meta = load_model(run.checkpoint("pretrain"))
+    loaded = load_pretrained(run.checkpoint("pretrain"))
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 5.0])
-    assert meta["shape"] == [1, 8, 8] and torch.allclose(loaded(x, t), model(x, t))
+    assert loaded.meta["shape"] == [1, 8, 8] and torch.allclose(loaded.model(x, t), model(x, t))
 
 
 def test_classifier_features_are_cached_and_standardised(tmp_path):

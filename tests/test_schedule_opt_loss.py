@@ -40,7 +40,7 @@ def test_output_is_the_convex_combination():
     w, w_start = loss_weights(schedule, times)
     ab = schedule.alpha_bar[times.long()]
     combo, x = w_start * noise[0] / ab[0].sqrt(), noise[0]
-    for k, _, x_next in chain(model, table, noise):
+    for k, _, _, x_next in chain(model, table, noise):
         eps = model(x, torch.full((16,), float(times[k]), dtype=torch.float64))
         combo = combo + w[k] * (x - (1 - ab[k]).sqrt() * eps) / ab[k].sqrt()
         x = x_next
@@ -121,7 +121,7 @@ def test_adam_early_stopping_keeps_the_best_metric():
 
 
 def test_phase2_lowers_eps_loss_at_chosen_steps():
-    from fewstep.pretrain import EpsilonLoss
+    from fewstep.training.pretrain import EpsilonLoss
 
     schedule = make_schedule("linear", 1000)
     model, data = random_net(seed=4), _gaussian_data(2048)
@@ -131,17 +131,6 @@ def test_phase2_lowers_eps_loss_at_chosen_steps():
     tuned = finetune_at_steps(model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128, ema_decay=0.9)
     assert evaluate(tuned) < 0.5 * evaluate(model)
     assert evaluate(model) == evaluate(random_net(seed=4))  # the original model is untouched
-
-
-def test_shortcut_table_from_a_schedule():
-    from fewstep.schedule_opt import shortcut_table
-
-    schedule = make_schedule("linear", 1000)
-    table = shortcut_table(schedule, torch.tensor([999.0, 640.4, 80.6, 0.0]))
-    assert table.t.tolist() == [999.0, 640.0, 81.0]
-    assert table.is_fully_stochastic and table.is_markov_gaussian
-    with pytest.raises(Exception):
-        shortcut_table(schedule, torch.tensor([999.0, 0.7, 0.6, 0.0]))  # both round to 1
 
 
 def test_alternate_runs_r_rounds_of_both_phases():

@@ -59,8 +59,10 @@ def sample(model: Pretrained, n: int, seed: int = 0, table: StepTable | None = N
 
 def check_data(model: Pretrained, data: DataSource) -> None:
     if tuple(data.shape) != tuple(model.shape):
+        hint = "; set data.name, data.path and data.image_size to its training images" if model.kind == "diffusers" \
+            else ""
         raise FewstepError(f"the model was trained on data of shape {tuple(model.shape)} but the {data.name} data "
-                           f"has shape {tuple(data.shape)}")
+                           f"has shape {tuple(data.shape)}{hint}")
 
 
 def evaluate(model: Pretrained | None = None, samples: torch.Tensor | None = None, config: Config | None = None,

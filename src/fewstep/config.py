@@ -38,15 +38,16 @@ class DataConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = opt("sigmoid", "noise schedule: linear (Ho et al.), cosine (Nichol-Dhariwal), sigmoid (paper toys)",
-                    choices=("linear", "cosine", "sigmoid"))
+    kind: str = opt("sigmoid", "noise schedule: linear (Ho et al.), cosine (Nichol-Dhariwal), sigmoid (paper toys); "
+                    "diffusers (the betas recorded with a diffusers model)",
+                    choices=("linear", "cosine", "sigmoid", "diffusers"))
     T: int = opt(10, "number of diffusion steps the model is trained with", min=1, max=100_000)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = opt("mlp", "epsilon-model: mlp (vectors, App. F.1) or unet (images, Ho et al. U-Net)",
-                    choices=("mlp", "unet"))
+    kind: str = opt("mlp", "epsilon-model: mlp (vectors, App. F.1), unet (images, Ho et al. U-Net) or diffusers (a "
+                    "UNet2DModel loaded with its pipeline folder)", choices=("mlp", "unet", "diffusers"))
     hidden: list[int] = opt([128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128)",
                             min=1, max=65_536)
     activation: str = opt("softplus", "activation of the epsilon-MLP", choices=("softplus", "relu", "silu"))
@@ -252,7 +253,8 @@ def validate(config: Config) -> None:
 
     if config.data.name in NEEDS_PATH and not config.data.path:
         raise FewstepError(f"config key data.path is required when data.name is {config.data.name!r}")
-    check_sampler(config.sampler, make_schedule(config.schedule.kind, config.schedule.T))
+    if config.schedule.kind != "diffusers":  # a diffusers schedule is checked once its model is loaded
+        check_sampler(config.sampler, make_schedule(config.schedule.kind, config.schedule.T))
     if config.device != "cpu" and not config.device.startswith("cuda"):
         raise FewstepError(f"config key device is {shown(config.device)}; choose cpu, cuda or cuda:N")
 

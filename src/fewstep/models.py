@@ -37,6 +37,9 @@ def adam(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.A
 
 def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module:
     """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
+    if cfg.kind == "diffusers":
+        raise FewstepError("model.kind=diffusers is a model loaded from a diffusers pipeline folder; it cannot be "
+                           "trained from scratch (use model.kind=unet)")
     if cfg.kind == "unet":
         from .images.unet import UNet
 
@@ -135,8 +138,13 @@ def load_pretrained(path: str | Path, config: Config | None = None) -> Pretraine
     if config is not None:
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))
     shape = tuple(int(s) for s in meta["shape"])
-    model = build_eps_model(saved.model, shape)
+    if saved.model.kind == "diffusers":  # a diffusers model fine-tuned by fewstep: its record rebuilds it
+        from .images.diffusers_io import rebuild
+
+        model, schedule = rebuild(meta.get("diffusers") or {})
+    else:
+        model, schedule = build_eps_model(saved.model, shape), make_schedule(saved.schedule.kind, saved.schedule.T)
     load_module(model, "model", tensors, str(path))
     table = table_from_dict(meta["table"], str(path)) if meta.get("table") else None
-    schedule = make_schedule(saved.schedule.kind, saved.schedule.T)
-    return Pretrained(model.eval(), config or saved, shape, schedule, table, str(path), meta)
+    kind = "diffusers" if saved.model.kind == "diffusers" else "fewstep"
+    return Pretrained(model.eval(), config or saved, shape, schedule, table, str(path), meta, kind)

@@ -136,9 +136,13 @@ def step_log_prob(model: EpsModel, table: StepTable, x: torch.Tensor, x_next: to
     return gaussian_log_prob(x_next, mean, std.to(x.device))
 
 
-def chain(model: EpsModel, table: StepTable, noise: NoiseSource
+def chain(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor
           ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(k, x, mean, x_next)`` for each step of the chain started at x_T = noise(0)."""
+    """Yield ``(k, x, mean, x_next)`` for each step of the chain started at x_T = noise(0).
+
+    ``noise`` is a noise source, or a pre-drawn block [K + 1, n, *shape].
+    """
+    noise = TensorNoise(noise) if torch.is_tensor(noise) else noise
     x = noise(0)
     eps_prev = x_prev = None
     multistep = not table.is_markov
@@ -183,7 +187,6 @@ def rollout(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor
 
     Returns every step's input, mean, std and log-density, and the final x_0 (``.x0``).
     """
-    noise = TensorNoise(noise) if torch.is_tensor(noise) else noise
     xs, means, log_probs = [], [], []
     for k, x, mean, x_next in chain(model, table, noise):
         std = float(table.s[k])

@@ -86,6 +86,8 @@ def make_schedule(name: str, T: int) -> NoiseSchedule:
     if T < 1:
         raise FewstepError(f"schedule T must be >= 1, got {T}")
     makers = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}
+    if name == "diffusers":
+        raise FewstepError("a diffusers schedule comes with its model; load the model to get it")
     if name not in makers:
         raise FewstepError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     return NoiseSchedule(name, makers[name](T))

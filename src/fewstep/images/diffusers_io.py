@@ -31,6 +31,8 @@ from ..errors import FewstepError
 from ..schedules import NoiseSchedule
 from ..steps import StepTable, table_from_dict, table_to_dict
 
+MODEL_INDEX = "model_index.json"
+
 SAMPLER_FILE = "fewstep_sampler.json"
 VARIANCES = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde", "fixed_large": "beta", "fixed_large_log": "beta"}
 
@@ -138,3 +140,59 @@ def load_sampler(path: str | Path) -> StepTable:
     if not file.is_file():
         raise FewstepError(f"{path} has no {SAMPLER_FILE}: it was not written by fewstep with a sampler")
     return table_from_dict(json.loads(file.read_text())["table"])
+
+
+def _shape(unet) -> tuple[int, int, int]:
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return int(unet.config.in_channels), int(height), int(width)
+
+
+def _schedule(scheduler_config: dict) -> NoiseSchedule:
+    scheduler = _diffusers().DDPMScheduler.from_config(scheduler_config)
+    name = "diffusers-" + str(scheduler_config.get("beta_schedule", "custom"))
+    return NoiseSchedule(name, scheduler.betas.to(torch.float64).clone())
+
+
+def sampler_settings(scheduler_config: dict, variance: str) -> dict:
+    """The fewstep sampler section that reproduces a DDPMScheduler: its variance and its x0 clipping."""
+    clip = float(scheduler_config.get("clip_sample_range", 1.0)) if scheduler_config.get("clip_sample", True) else None
+    return {"kind": "ddpm", "ddpm": {"variance": variance}, "clip_x0": clip, "noise_at_last_step": False}
+
+
+def load_diffusers_pretrained(path: str | Path, config=None):
+    """A diffusers pipeline folder as a :class:`fewstep.models.Pretrained`.
+
+    The config's model and schedule sections say ``diffusers`` (the network and the betas come with
+    the folder); the sampler section reproduces the pipeline's DDPMScheduler (variance type and
+    ``clip_sample``); a ``fewstep_sampler.json`` written by fewstep gives the recorded table.
+    Set ``data.*`` to the images the model was trained on to fine-tune or evaluate it.
+    """
+    from ..config import from_dict, load_config, to_dict
+    from ..models import Pretrained
+
+    loaded = load_diffusers(path)
+    scheduler_config = dict(loaded.scheduler.config)
+    T = int(scheduler_config.get("num_train_timesteps", len(loaded.schedule.beta)))
+    base = {"model": {"kind": "diffusers"}, "schedule": {"kind": "diffusers", "T": T},
+            "sampler": sampler_settings(scheduler_config, loaded.variance)}
+    saved = load_config(None, base=base)
+    if config is not None and (config.model.kind != "diffusers" or config.schedule.T != T):
+        raise FewstepError(f"{path} holds a diffusers model with T={T}; the config describes model.kind="
+                           f"{config.model.kind}, schedule.T={config.schedule.T}")
+    meta = {"diffusers": {"unet": dict(loaded.model.unet.config), "scheduler": scheduler_config},
+            "config": to_dict(saved)}
+    table = load_sampler(path) if (Path(path) / SAMPLER_FILE).is_file() else None
+    if table is not None:
+        meta["table"] = table_to_dict(table)
+    return Pretrained(loaded.model, config or from_dict(type(saved), to_dict(saved)), _shape(loaded.model.unet),
+                      loaded.schedule, table, str(path), meta, kind="diffusers")
+
+
+def rebuild(record: dict) -> tuple[DiffusersEps, NoiseSchedule]:
+    """The network (random weights) and schedule of a diffusers model recorded in a fewstep checkpoint."""
+    try:
+        unet = _diffusers().UNet2DModel.from_config(record["unet"])
+        return DiffusersEps(unet), _schedule(record["scheduler"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FewstepError(f"the diffusers model record is damaged ({exc})") from None

@@ -31,9 +31,10 @@ def ddpm_table(schedule: NoiseSchedule, timesteps=None, variance: str = "beta", 
                clip_x0: float | None = None) -> StepTable:
     """Ancestral DDPM on all T steps (``timesteps=None``) or on increasing integer ``timesteps``.
 
-    Ho et al. add no noise at the last step; policy-gradient fine-tuning needs a log-density at
-    every step, so it sets ``noise_at_last_step`` (std sqrt(beta'), also with ``beta_tilde``,
-    which is 0 there). ``clip_x0`` is diffusers' ``clip_sample_range`` (None: no clipping).
+    Ho et al. add no noise at the last step; ``noise_at_last_step`` keeps the variance's own value
+    there (sqrt(beta') with ``beta``; 0 with ``beta_tilde``, as diffusers' fixed_small). Policy
+    gradient needs noise at every step: :func:`for_policy_gradient` adds it where it is missing.
+    ``clip_x0`` is diffusers' ``clip_sample_range`` (None: no clipping).
     """
     if variance not in VARIANCES:
         raise FewstepError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
@@ -55,8 +56,8 @@ def ddpm_on_levels(alpha_bar: torch.Tensor, model_times: torch.Tensor, variance:
     evaluated at ``model_times`` (integer or continuous); both given increasing in time."""
     sub = schedule_from_alpha_bar("levels", alpha_bar)
     std = (sub.beta if variance == "beta" else sub.beta_tilde).sqrt()
-    std = std.clone()
-    std[0] = sub.beta[0].sqrt() if noise_at_last_step else 0.0
+    if not noise_at_last_step:
+        std = torch.cat([std.new_zeros(1), std[1:]])
     a = 1.0 / sub.alpha.sqrt()
     b = -sub.beta / ((1.0 - sub.alpha_bar).sqrt() * sub.alpha.sqrt())
 

@@ -95,7 +95,7 @@ def finetune(config: Config, run: Run | None, pretrained: Pretrained, table: Ste
         return iteration(nets, method, start_table, cfg, draw_real, shape, random, ctx.device, ctx)
 
     evaluate, watch = sample_monitor(config, data, pretrained.schedule, ctx.device, start_table)
-    health = sample_health(start_table, shape, float(train_x.abs().max()), ctx.device)
+    health = sample_health(start_table, shape, float(train_x.abs().max()), ctx.device, generator)
     stage = Stage("finetune", parts, "generator", cfg.iterations, config, shape, random, ema_decay=cfg.ema_decay,
                   log_every=cfg.log_every, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
                   evaluate=evaluate, evaluate_at_start=True, watch=watch, blowup=cfg.divergence_factor,

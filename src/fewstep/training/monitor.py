@@ -35,19 +35,25 @@ def sample_monitor(config, data, schedule, device, table: StepTable | None = Non
     return evaluate, watched_metric(evaluator)
 
 
-def sample_health(table: StepTable, shape: tuple[int, ...], scale: float, device, n: int = 256
-                  ) -> Callable[[torch.nn.Module], str | None]:
-    """A check run before every checkpoint: ``n`` samples must be finite and within 100 x the data's
-    largest absolute value (``scale``), else it says what is wrong."""
+def sample_health(table: StepTable, shape: tuple[int, ...], scale: float, device, start: torch.nn.Module,
+                  n: int = 256) -> Callable[[torch.nn.Module], str | None]:
+    """A check run before every checkpoint: ``n`` samples must be finite and within 100 x the larger
+    of the data's largest absolute value (``scale``) and that of the ``start`` model's samples."""
     n = min(n, 16) if len(shape) == 3 else n
 
+    def draw(model: torch.nn.Module) -> torch.Tensor:
+        return sample(model, table, n, shape, seed=987_654, batch_size=n, device=device)
+
+    first = draw(start)
+    limit = 100 * max(scale, float(first[torch.isfinite(first)].abs().max()) if torch.isfinite(first).any() else 0)
+
     def health(model: torch.nn.Module) -> str | None:
-        x = sample(model, table, n, shape, seed=987_654, batch_size=n, device=device)
+        x = draw(model)
         if not torch.isfinite(x).all():
             return f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite"
         peak = float(x.abs().max())
-        if peak > 100 * scale:
-            return f"samples reach |x| = {peak:.3g}, over 100 times the data's largest value {scale:.3g}"
+        if peak > limit:
+            return f"samples reach |x| = {peak:.3g}, over 100 times the data's and the starting sampler's {limit / 100:.3g}"
         return None
 
     return health
