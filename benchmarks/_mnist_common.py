@@ -7,6 +7,7 @@ written as IDX files so ``fewstep pretrain`` reads the training split through ``
 FID/KID use a small classifier trained on the training split (features standardised on it); the
 reference and the noise floor are the held-out images (two disjoint halves).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -61,10 +62,21 @@ def prepare_data(work: Path, image_size: int, n_train: int = 8000, seed: int = 0
 
 def pretrained(work: Path, image_size: int, T: int, steps: int, batch: int, channels: int, schedule: str = "linear"):
     """A U-Net DDPM pretrained on the training split (cached: a finished run is loaded)."""
-    overrides = ["data.name=mnist", f"data.path={work / 'data'}", f"data.image_size={image_size}", "model.kind=unet",
-                 f"model.channels={channels}", f"schedule.kind={schedule}", f"schedule.T={T}", f"pretrain.steps={steps}",
-                 f"pretrain.batch_size={batch}", "pretrain.lr=0.001", "pretrain.ema_decay=0.995",
-                 "pretrain.log_every=100", f"pretrain.checkpoint_every={steps}"]
+    overrides = [
+        "data.name=mnist",
+        f"data.path={work / 'data'}",
+        f"data.image_size={image_size}",
+        "model.kind=unet",
+        f"model.channels={channels}",
+        f"schedule.kind={schedule}",
+        f"schedule.T={T}",
+        f"pretrain.steps={steps}",
+        f"pretrain.batch_size={batch}",
+        "pretrain.lr=0.001",
+        "pretrain.ema_decay=0.995",
+        "pretrain.log_every=100",
+        f"pretrain.checkpoint_every={steps}",
+    ]
     config = load_config(None, overrides)
     run_dir = work / f"pretrain-{schedule}-T{T}-c{channels}-s{steps}"
     seconds = None  # a cached run reports no training time (see its run directory's metrics)
@@ -82,9 +94,11 @@ def features_for(work: Path, train_x, train_y):
 
 def fid_monitor(table, n: int, shape, reference, features):
     """A ``sft_pg`` monitor: FID/KID of ``n`` samples (the evaluation seed) during fine-tuning."""
+
     def monitor(model):
         result = score(model, table, n, shape, reference, features, w2=False)[1]["model"]
         return {"fid": round(result["fid"], 4), "kid": round(result["kid"], 4)}
+
     return monitor
 
 
@@ -109,15 +123,28 @@ def make_nets(model, shape, cfg: FinetuneConfig, critic_widths, baseline_hidden,
     baseline = image_baseline(shape, baseline_hidden)
     model.train().requires_grad_(True)
     return Nets(
-        generator=model, critic=critic, baseline=baseline,
+        generator=model,
+        critic=critic,
+        baseline=baseline,
         opt_generator=torch.optim.Adam(model.parameters(), lr=cfg.lr_generator),
         opt_critic=torch.optim.Adam(critic.parameters(), lr=cfg.lr_critic),
         opt_baseline=torch.optim.Adam(baseline.parameters(), lr=cfg.lr_baseline),
     )
 
 
-def sft_pg(model, table, train_x, iterations: int, critic_widths, baseline_hidden, seed: int = 0, progress: bool = True,
-           monitor=None, monitor_every: int = 10, **settings):
+def sft_pg(
+    model,
+    table,
+    train_x,
+    iterations: int,
+    critic_widths,
+    baseline_hidden,
+    seed: int = 0,
+    progress: bool = True,
+    monitor=None,
+    monitor_every: int = 10,
+    **settings,
+):
     """SFT-PG (B) (Algorithm 1 with the baseline regulariser) of ``model`` on ``table``; returns the
     fine-tuned model, the training seconds (monitoring excluded) and the monitor's records.
     ``settings`` override FinetuneConfig fields; ``monitor(model)`` (e.g. FID) runs every
@@ -161,15 +188,27 @@ def write(name: str, budget: dict, floor: dict, rows: list[dict], panels, extra:
 
 
 def table_markdown(floor: dict, rows: list[dict]) -> str:
-    lines = ["| method | steps | FID | KID | W2 (pixels) | sampling s | training s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | steps | FID | KID | W2 (pixels) | sampling s | training s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['steps']} | {r['fid']:.4f} | {r['kid']:.4f} | {r['w2']:.3f} | {r['seconds']:.1f} "
-                     f"| {r.get('train_seconds') or ''} |")
-    lines.append(f"| noise floor (two halves of held-out data) | | {floor['fid']:.4f} | {floor['kid']:.4f} | {floor['w2']:.3f} | | |")
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {r['fid']:.4f} | {r['kid']:.4f} | {r['w2']:.3f} | {r['seconds']:.1f} "
+            f"| {r.get('train_seconds') or ''} |"
+        )
+    lines.append(
+        f"| noise floor (two halves of held-out data) | | {floor['fid']:.4f} | {floor['kid']:.4f} | {floor['w2']:.3f} | | |"
+    )
     return "\n".join(lines)
 
 
 def row(method: str, steps: int, result: dict, seconds: float, **extra) -> dict:
     """A JSON row: FID/KID on classifier features, W2/sliced W2 on flattened pixels, wall-clock seconds."""
-    return {"method": method, "steps": steps, **{k: result["model"][k] for k in ("fid", "kid", "w2", "sw2")},
-            "seconds": round(seconds, 2), **extra}
+    return {
+        "method": method,
+        "steps": steps,
+        **{k: result["model"][k] for k in ("fid", "kid", "w2", "sw2")},
+        "seconds": round(seconds, 2),
+        **extra,
+    }

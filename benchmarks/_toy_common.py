@@ -4,6 +4,7 @@ Pretrained DDPMs are cached under ``benchmarks/.cache/`` (keyed by their config)
 Table 1, Figure 4 and fewer-steps benchmarks share them; every number is still produced by the
 library's own ``pretrain``, ``finetune`` and ``evaluate_samples``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,15 +37,26 @@ VARIANTS = {
 
 
 def toy_config(data: str, T: int, pretrain_steps: int, extra: list[str] = ()) -> Config:
-    return load_config(None, [f"data.name={data}", "schedule.kind=sigmoid", f"schedule.T={T}",
-                              f"pretrain.steps={pretrain_steps}", "pretrain.batch_size=256",
-                              f"pretrain.log_every={max(1, pretrain_steps // 20)}",
-                              f"pretrain.checkpoint_every={pretrain_steps}", *extra])
+    return load_config(
+        None,
+        [
+            f"data.name={data}",
+            "schedule.kind=sigmoid",
+            f"schedule.T={T}",
+            f"pretrain.steps={pretrain_steps}",
+            "pretrain.batch_size=256",
+            f"pretrain.log_every={max(1, pretrain_steps // 20)}",
+            f"pretrain.checkpoint_every={pretrain_steps}",
+            *extra,
+        ],
+    )
 
 
 def pretrained(config: Config, progress: bool = False) -> tuple[torch.nn.Module, float]:
     """The DDPM of ``config`` (data, schedule, model, pretrain sections), trained once and cached."""
-    key = json.dumps({s: to_dict(getattr(config, s)) for s in ("data", "schedule", "model", "pretrain")}, sort_keys=True)
+    key = json.dumps(
+        {s: to_dict(getattr(config, s)) for s in ("data", "schedule", "model", "pretrain")}, sort_keys=True
+    )
     path = CACHE / hashlib.sha1(key.encode()).hexdigest()[:12]
     checkpoint = path / "checkpoints" / "pretrain.safetensors"
     if checkpoint.is_file():
@@ -55,11 +67,20 @@ def pretrained(config: Config, progress: bool = False) -> tuple[torch.nn.Module,
     seconds = time.time() - started
     from fewstep.models import save_model
 
-    save_model(checkpoint, model, config, DataSource(config.data).shape, "pretrain", extra_meta={"step": config.pretrain.steps, "seconds": seconds})
+    save_model(
+        checkpoint,
+        model,
+        config,
+        DataSource(config.data).shape,
+        "pretrain",
+        extra_meta={"step": config.pretrain.steps, "seconds": seconds},
+    )
     return model, seconds
 
 
-def score(model: torch.nn.Module, table: StepTable, config: Config, n: int, seed: int = 12_345) -> tuple[torch.Tensor, dict]:
+def score(
+    model: torch.nn.Module, table: StepTable, config: Config, n: int, seed: int = 12_345
+) -> tuple[torch.Tensor, dict]:
     """Samples of ``table`` and their W2 / sliced W2 against fresh data, with the noise floor."""
     data = DataSource(config.data)
     samples = sample(model, table, n, data.shape, seed=seed)
@@ -95,7 +116,9 @@ def print_table(rows: list[dict], floor: dict, paper: dict | None = None, title:
     print(head + "\n|" + "---|" * 7)
     for r in rows:
         ref = (paper or {}).get((r["method"], r["steps"]), "")
-        print(f"| {r['method']} | {r.get('data', '')} | {r['steps']} | {100 * r['w2']:.2f} | {100 * r['sw2']:.2f} | {ref} | {r['seconds']:.0f} |")
+        print(
+            f"| {r['method']} | {r.get('data', '')} | {r['steps']} | {100 * r['w2']:.2f} | {100 * r['sw2']:.2f} | {ref} | {r['seconds']:.0f} |"
+        )
     print(f"| noise floor (two data draws) | | | {100 * floor['w2']:.2f} | {100 * floor['sw2']:.2f} | | |")
 
 
@@ -105,10 +128,22 @@ def base_parser(description: str, out: str, iterations: int):
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(out), help="JSON output; the PNG figure goes beside it")
-    p.add_argument("--pretrain-steps", type=int, default=20_000, help="DDPM pretraining steps at batch 256 (paper: 2000 epochs at 64)")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=20_000,
+        help="DDPM pretraining steps at batch 256 (paper: 2000 epochs at 64)",
+    )
     p.add_argument("--iterations", type=int, default=iterations, help="outer iterations of Algorithm 1")
     p.add_argument("--n-samples", type=int, default=10_000, help="samples of the final evaluation (paper: 10K)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides for fine-tuning")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config overrides for fine-tuning",
+    )
     p.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
@@ -119,14 +154,26 @@ def budget(args) -> dict:
     if args.quick:
         args.pretrain_steps, args.iterations, args.n_samples = 300, 20, 1000
     torch.set_num_threads(1)  # small MLPs: threads only add overhead (see Config.threads)
-    info = {"pretrain_steps": args.pretrain_steps, "pretrain_batch": 256, "iterations": args.iterations,
-            "n_samples": args.n_samples, "overrides": args.overrides, "quick": args.quick,
-            "threads": torch.get_num_threads(), "note": "2-core shared CPU; paper: 2000 pretraining epochs, 300 fine-tuning epochs"}
+    info = {
+        "pretrain_steps": args.pretrain_steps,
+        "pretrain_batch": 256,
+        "iterations": args.iterations,
+        "n_samples": args.n_samples,
+        "overrides": args.overrides,
+        "quick": args.quick,
+        "threads": torch.get_num_threads(),
+        "note": "2-core shared CPU; paper: 2000 pretraining epochs, 300 fine-tuning epochs",
+    }
     print("budget:", json.dumps(info), flush=True)
     return info
 
 
 def finetune_overrides(args, extra: list[str] = ()) -> list[str]:
     every = max(1, args.iterations // 12)
-    return [f"finetune.iterations={args.iterations}", f"finetune.eval_every={every}",
-            f"finetune.checkpoint_every={args.iterations}", *extra, *args.overrides]
+    return [
+        f"finetune.iterations={args.iterations}",
+        f"finetune.eval_every={every}",
+        f"finetune.checkpoint_every={args.iterations}",
+        *extra,
+        *args.overrides,
+    ]

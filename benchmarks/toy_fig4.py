@@ -6,13 +6,25 @@ writes JSON (foundation shape, one row per method and data set).
 
     nice -n 5 python benchmarks/toy_fig4.py --out benchmarks/results/toy_fig4.json
 """
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from _toy_common import VARIANTS, base_parser, budget, finetune_overrides, pretrained, print_table, run_finetune, score, toy_config, write_results
+from _toy_common import (
+    VARIANTS,
+    base_parser,
+    budget,
+    finetune_overrides,
+    pretrained,
+    print_table,
+    run_finetune,
+    score,
+    toy_config,
+    write_results,
+)
 
 from fewstep.data import DataSource
 from fewstep.schedules import make_schedule
@@ -40,11 +52,17 @@ def main():
                 tuned, tuned_table, curve = run_finetune(cfg, model, Path(tmp), args.progress)
             samples_by[(data, method)], result = score(tuned, tuned_table, cfg, args.n_samples)
             curves_by[(data, method)] = curve
-            rows.append({"method": method, "data": data, "steps": 10, **result["model"], "seconds": curve[-1]["seconds"]})
-            print(f"{data} {method}: W2 {result['model']['w2']:.4f} (floor {floors[data]['w2']:.4f}) in {curve[-1]['seconds']:.0f} s", flush=True)
+            rows.append(
+                {"method": method, "data": data, "steps": 10, **result["model"], "seconds": curve[-1]["seconds"]}
+            )
+            print(
+                f"{data} {method}: W2 {result['model']['w2']:.4f} (floor {floors[data]['w2']:.4f}) in {curve[-1]['seconds']:.0f} s",
+                flush=True,
+            )
     floor = floors[args.data[0]]
-    write_results(args.out, floor, rows, floors=floors, budget=info,
-                  curves={f"{d}/{m}": c for (d, m), c in curves_by.items()})
+    write_results(
+        args.out, floor, rows, floors=floors, budget=info, curves={f"{d}/{m}": c for (d, m), c in curves_by.items()}
+    )
     for data in args.data:
         print_table([r for r in rows if r["data"] == data], floors[data], title=f"Figure 4, {data} (T = 10)")
     plot(args, rows, floors, curves_by, samples_by)
@@ -52,7 +70,9 @@ def main():
 
 def plot(args, rows, floors, curves_by, samples_by):
     methods = ["ddpm", *VARIANTS]
-    fig, axes = plt.subplots(len(args.data), 2 + len(methods), figsize=(4 * (2 + len(methods)), 4 * len(args.data)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(args.data), 2 + len(methods), figsize=(4 * (2 + len(methods)), 4 * len(args.data)), squeeze=False
+    )
     for i, data in enumerate(args.data):
         for j, x_key in enumerate(("step", "seconds")):
             ax = axes[i][j]

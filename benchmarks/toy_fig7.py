@@ -8,12 +8,23 @@ more iterations) — set it back with --set finetune.lr_generator=5e-5.
 
     nice -n 5 python benchmarks/toy_fig7.py --out benchmarks/results/toy_fig7.json
 """
+
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from _toy_common import base_parser, budget, finetune_overrides, pretrained, print_table, run_finetune, score, toy_config, write_results
+from _toy_common import (
+    base_parser,
+    budget,
+    finetune_overrides,
+    pretrained,
+    print_table,
+    run_finetune,
+    score,
+    toy_config,
+    write_results,
+)
 
 from fewstep.plots import sampling_paths
 from fewstep.rollout import draw_noise, rollout
@@ -34,13 +45,20 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tuned, table, curve = run_finetune(config, model, Path(tmp), args.progress)
     _, result = score(tuned, table, config, args.n_samples)
-    rows.append({"method": "sft-pg-b", "data": "gaussian", "steps": 2, **result["model"], "seconds": curve[-1]["seconds"]})
+    rows.append(
+        {"method": "sft-pg-b", "data": "gaussian", "steps": 2, **result["model"], "seconds": curve[-1]["seconds"]}
+    )
     write_results(args.out, floor, rows, budget={**info, "lr_generator": 1e-3}, curve=curve)
     print_table(rows, floor, title="Figure 7: Gaussian cluster, T = 2")
     noise = draw_noise(table.K, 50, (2,), seeds=range(50))
-    sampling_paths([("DDPM, T=2", rollout(model, table, noise).x.detach()),
-                    ("SFT-PG (B), T=2", rollout(tuned, table, noise).x.detach())],
-                   args.out.with_suffix(".png"), target=(0.5, 0.5))
+    sampling_paths(
+        [
+            ("DDPM, T=2", rollout(model, table, noise).x.detach()),
+            ("SFT-PG (B), T=2", rollout(tuned, table, noise).x.detach()),
+        ],
+        args.out.with_suffix(".png"),
+        target=(0.5, 0.5),
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ sampler is scored by exact W2 (and sliced W2) against fresh data at NFE in {2, 4
 
     python benchmarks/toy_schedules.py --quick --out benchmarks/results/toy_schedules.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,23 @@ from fewstep.metrics import score
 from fewstep.pretrain import pretrain
 from fewstep.rollout import sample
 from fewstep.runs import Run
-from fewstep.samplers import (analytic_dpm_table, ddim_table, dpm_solver_2m_table, dpm_solver_pp_2m_sample,
-                              estimate_gamma, fastdpm_table, spacing)
-from fewstep.schedule_opt import (align_your_steps, bound_sampler_table, finetune_at_steps, optimise_adam,
-                                  optimise_dp, watson_dp)
+from fewstep.samplers import (
+    analytic_dpm_table,
+    ddim_table,
+    dpm_solver_2m_table,
+    dpm_solver_pp_2m_sample,
+    estimate_gamma,
+    fastdpm_table,
+    spacing,
+)
+from fewstep.schedule_opt import (
+    align_your_steps,
+    bound_sampler_table,
+    finetune_at_steps,
+    optimise_adam,
+    optimise_dp,
+    watson_dp,
+)
 from fewstep.schedules import make_schedule
 from fewstep.steps import ddpm_table
 from fewstep.metrics import sliced_w2
@@ -46,17 +60,37 @@ from fewstep.metrics import sliced_w2
 NFES = (2, 4, 6, 10)
 DATASETS = ("swiss_roll", "moons")
 BUDGETS = {
-    "quick": {"pretrain_steps": 10000, "eval_samples": 2000, "n_mc": 2048, "adam_steps": 200, "finetune_steps": 600,
-              "sft_iterations": 300},
-    "full": {"pretrain_steps": 20000, "eval_samples": 5000, "n_mc": 4096, "adam_steps": 400, "finetune_steps": 2000,
-             "sft_iterations": 2000},
+    "quick": {
+        "pretrain_steps": 10000,
+        "eval_samples": 2000,
+        "n_mc": 2048,
+        "adam_steps": 200,
+        "finetune_steps": 600,
+        "sft_iterations": 300,
+    },
+    "full": {
+        "pretrain_steps": 20000,
+        "eval_samples": 5000,
+        "n_mc": 4096,
+        "adam_steps": 400,
+        "finetune_steps": 2000,
+        "sft_iterations": 2000,
+    },
 }
 
 
 def pretrained(name: str, budget: dict, workdir: Path):
-    config = load_config(None, [f"data.name={name}", "schedule.kind=linear", "schedule.T=1000",
-                                f"pretrain.steps={budget['pretrain_steps']}", "pretrain.batch_size=256",
-                                f"evaluate.n_samples={budget['eval_samples']}"])
+    config = load_config(
+        None,
+        [
+            f"data.name={name}",
+            "schedule.kind=linear",
+            "schedule.T=1000",
+            f"pretrain.steps={budget['pretrain_steps']}",
+            "pretrain.batch_size=256",
+            f"evaluate.n_samples={budget['eval_samples']}",
+        ],
+    )
     run = Run(workdir / name, config)
     started = time.time()
     model = pretrain(config, run, progress=False)
@@ -115,11 +149,31 @@ def schedule_methods(model, config, schedule, K: int, data: torch.Tensor, budget
     log(f"  K={K} phase-1 DP times {[round(float(t)) for t in dp.times]}")
 
     heldout = DataSource(config.data).draw(2000, config.evaluate.seed + 101)
-    metric = lambda times: sliced_w2(sample(model, bound_sampler_table(schedule, times), 2000, scorer.shape,  # noqa: E731
-                                            seed=config.evaluate.seed + 102), heldout, 50, seed=0)
+    metric = lambda times: sliced_w2(
+        sample(
+            model,
+            bound_sampler_table(schedule, times),
+            2000,
+            scorer.shape,  # noqa: E731
+            seed=config.evaluate.seed + 102,
+        ),
+        heldout,
+        50,
+        seed=0,
+    )
     started = time.time()
-    adam = optimise_adam(model, schedule, spacing("logsnr", schedule, K + 1).flip(0), data, metric,
-                         steps=budget["adam_steps"], lr=0.05, batch_size=512, eval_every=20, patience=4)
+    adam = optimise_adam(
+        model,
+        schedule,
+        spacing("logsnr", schedule, K + 1).flip(0),
+        data,
+        metric,
+        steps=budget["adam_steps"],
+        lr=0.05,
+        batch_size=512,
+        eval_every=20,
+        patience=4,
+    )
     out["opt/phase1-adam"] = (model, bound_sampler_table(schedule, adam.times), time.time() - started)
     log(f"  K={K} phase-1 Adam times {[round(float(t)) for t in adam.times]}")
 
@@ -159,15 +213,28 @@ def shortcut_rows(model, config, dp, budget: dict, t_dp: float) -> dict:
     schedule = make_schedule("linear", 1000)
     table = shortcut_table(schedule, dp.times)
     n = budget["sft_iterations"]
-    ft_config = load_config(None, [f"data.name={config.data.name}", "schedule.kind=linear", "schedule.T=1000",
-                                   f"finetune.iterations={n}", f"finetune.eval_every={n}", f"finetune.checkpoint_every={n}",
-                                   "finetune.eval_samples=500"])
+    ft_config = load_config(
+        None,
+        [
+            f"data.name={config.data.name}",
+            "schedule.kind=linear",
+            "schedule.T=1000",
+            f"finetune.iterations={n}",
+            f"finetune.eval_every={n}",
+            f"finetune.checkpoint_every={n}",
+            "finetune.eval_samples=500",
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
-        tuned, _ = finetune(ft_config, Run(Path(tmp) / "sft", ft_config), copy.deepcopy(model), progress=False, table=table)
+        tuned, _ = finetune(
+            ft_config, Run(Path(tmp) / "sft", ft_config), copy.deepcopy(model), progress=False, table=table
+        )
         seconds = time.time() - started
-    return {"opt/phase1-dp as DDPM (SFT init)": (model, table, t_dp),
-            "opt/phase1-dp + SFT-PG": (tuned.requires_grad_(False), table, t_dp + seconds)}
+    return {
+        "opt/phase1-dp as DDPM (SFT init)": (model, table, t_dp),
+        "opt/phase1-dp + SFT-PG": (tuned.requires_grad_(False), table, t_dp + seconds),
+    }
 
 
 def adam_trace(model, config, schedule, data, K: int, budget: dict, scorer: Scorer) -> list[dict]:
@@ -181,8 +248,18 @@ def adam_trace(model, config, schedule, data, K: int, budget: dict, scorer: Scor
         trace.append({"w2_eval": scorer.samples(x)["w2"]})
         return value
 
-    result = optimise_adam(model, schedule, spacing("logsnr", schedule, K + 1).flip(0), data, metric,
-                           steps=budget["adam_steps"] * 2, lr=0.05, batch_size=512, eval_every=20, patience=10**9)
+    result = optimise_adam(
+        model,
+        schedule,
+        spacing("logsnr", schedule, K + 1).flip(0),
+        data,
+        metric,
+        steps=budget["adam_steps"] * 2,
+        lr=0.05,
+        batch_size=512,
+        eval_every=20,
+        patience=10**9,
+    )
     return [{**h, **t} for h, t in zip(result.history, trace)]
 
 
@@ -200,8 +277,15 @@ def figure(rows: list[dict], floors: dict, path: Path) -> None:
         for i, m in enumerate(methods):
             pts = sorted((r["steps"], r["w2"]) for r in rows if r["method"] == m and r["data"] == name)
             bold = m.startswith("opt/phase1")
-            ax.plot(*zip(*pts), marker="o", ms=3, lw=2.5 if bold else 1.0, color=cmap(i % 20),
-                    ls="-" if i < 20 else "--", label=m)
+            ax.plot(
+                *zip(*pts),
+                marker="o",
+                ms=3,
+                lw=2.5 if bold else 1.0,
+                color=cmap(i % 20),
+                ls="-" if i < 20 else "--",
+                label=m,
+            )
         ax.axhline(floors[name]["w2"], color="k", ls=":", label="noise floor")
         ref = [r["w2"] for r in rows if r["data"] == name and r["method"] == "reference: ddpm/all"]
         if ref:
@@ -242,10 +326,14 @@ def trace_figure(traces: dict, floors: dict, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON output file (the PNG goes next to it)")
-    parser.add_argument("--quick", action="store_true", help="reduced budget for a shared 2-core CPU (stated in the output)")
+    parser.add_argument(
+        "--quick", action="store_true", help="reduced budget for a shared 2-core CPU (stated in the output)"
+    )
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated toy data sets")
     parser.add_argument("--nfe", default=",".join(map(str, NFES)), help="comma-separated NFEs")
-    parser.add_argument("--pretrain-steps", type=int, default=None, help="override the budget's pretraining steps (smoke tests)")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None, help="override the budget's pretraining steps (smoke tests)"
+    )
     args = parser.parse_args(argv)
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     if args.pretrain_steps:
@@ -266,24 +354,49 @@ def main(argv=None) -> int:
             scorer = Scorer(config, budget["eval_samples"])
             floors[name] = scorer.floor
             reference = scorer.table(model, ddpm_table(schedule, None, "beta_tilde", False))
-            rows.append({"data": name, "method": "reference: ddpm/all", "steps": schedule.T, **reference, "seconds": 0.0})
+            rows.append(
+                {"data": name, "method": "reference: ddpm/all", "steps": schedule.T, **reference, "seconds": 0.0}
+            )
             log(f"{name}: DDPM with all {schedule.T} steps W2 {reference['w2']:.4f}")
             for K in nfes:
                 for method, (table, secs) in fixed_samplers(model, schedule, K, data, budget["n_mc"]).items():
                     if callable(table):
-                        noise = torch.randn(budget["eval_samples"], *scorer.shape, generator=torch.Generator().manual_seed(5))
+                        noise = torch.randn(
+                            budget["eval_samples"], *scorer.shape, generator=torch.Generator().manual_seed(5)
+                        )
                         scores = scorer.samples(table(noise))
                     else:
                         scores = scorer.table(model, table)
                     rows.append({"data": name, "method": method, "steps": K, **scores, "seconds": round(secs, 2)})
-                for method, (m, table, secs) in schedule_methods(model, config, schedule, K, data, budget, scorer, log).items():
-                    rows.append({"data": name, "method": method, "steps": K, **scorer.table(m, table), "seconds": round(secs, 2)})
-                log(f"{name} K={K}: " + ", ".join(f"{r['method']} {r['w2']:.3f}" for r in rows if r["data"] == name and r["steps"] == K))
+                for method, (m, table, secs) in schedule_methods(
+                    model, config, schedule, K, data, budget, scorer, log
+                ).items():
+                    rows.append(
+                        {
+                            "data": name,
+                            "method": method,
+                            "steps": K,
+                            **scorer.table(m, table),
+                            "seconds": round(secs, 2),
+                        }
+                    )
+                log(
+                    f"{name} K={K}: "
+                    + ", ".join(f"{r['method']} {r['w2']:.3f}" for r in rows if r["data"] == name and r["steps"] == K)
+                )
             traces[name] = adam_trace(model, config, schedule, data, 4, budget, scorer)
-    result = {"floor": floors[next(iter(floors))], "floors": floors,
-              "budget": {**budget, "mode": "quick" if args.quick else "full", "pretrain_seconds": pretrain_seconds,
-                         "note": "T=1000 linear DDPM, MLP 3x128; W2 exact on eval_samples points"},
-              "rows": rows, "adam_trace": traces}
+    result = {
+        "floor": floors[next(iter(floors))],
+        "floors": floors,
+        "budget": {
+            **budget,
+            "mode": "quick" if args.quick else "full",
+            "pretrain_seconds": pretrain_seconds,
+            "note": "T=1000 linear DDPM, MLP 3x128; W2 exact on eval_samples points",
+        },
+        "rows": rows,
+        "adam_trace": traces,
+    }
     out.write_text(json.dumps(result, indent=1))
     figure(rows, floors, out.with_suffix(".png"))
     trace_figure(traces, floors, out.with_name(out.stem + "_adam.png"))
@@ -299,7 +412,9 @@ def print_table(rows: list[dict], floors: dict, nfes: list[int]) -> None:
         for r in rows:
             if r["data"] == name and r["method"].startswith("reference"):
                 print(f"({r['method']}: {r['steps']} steps, W2 {r['w2']:.4f})")
-        for m in dict.fromkeys(r["method"] for r in rows if r["data"] == name and not r["method"].startswith("reference")):
+        for m in dict.fromkeys(
+            r["method"] for r in rows if r["data"] == name and not r["method"].startswith("reference")
+        ):
             sel = {r["steps"]: r for r in rows if r["data"] == name and r["method"] == m}
             cells = " | ".join(f"{sel[k]['w2']:.4f}" if k in sel else "-" for k in nfes)
             print(f"| {m} | {cells} | {max(r['seconds'] for r in sel.values()):.1f} |")

@@ -7,6 +7,7 @@ evaluations against their own floor). Writes JSON (foundation shape) and a figur
 
     nice -n 5 python benchmarks/toy_table1.py --out benchmarks/results/toy_table1.json
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _toy_common import (base_parser, budget, finetune_overrides, pretrained, print_table, run_finetune, score,
-                         seconds_to_reach, toy_config, write_results)
+from _toy_common import (
+    base_parser,
+    budget,
+    finetune_overrides,
+    pretrained,
+    print_table,
+    run_finetune,
+    score,
+    seconds_to_reach,
+    toy_config,
+    write_results,
+)
 
 from fewstep.data import DataSource
 from fewstep.plots import curves, scatter
@@ -29,7 +40,9 @@ def main():
     args = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_table1.json", 6000).parse_args()
     info = budget(args)
     # evaluate during training on the full sample size, so the 10%-of-floor target is judged at 10K
-    config = toy_config("swiss_roll", 10, args.pretrain_steps, finetune_overrides(args, [f"finetune.eval_samples={args.n_samples}"]))
+    config = toy_config(
+        "swiss_roll", 10, args.pretrain_steps, finetune_overrides(args, [f"finetune.eval_samples={args.n_samples}"])
+    )
     model, _ = pretrained(config, args.progress)
     table = table_from_config(config, make_schedule("sigmoid", 10))
     before, result = score(model, table, config, args.n_samples)
@@ -41,22 +54,45 @@ def main():
     wall = time.time() - started
     after, result = score(tuned, table, config, args.n_samples)
     target = 1.1 * curve[-1]["floor_w2"]
-    rows.append({"method": "sft-pg-b", "data": "swiss_roll", "steps": 10, **result["model"], "seconds": curve[-1]["seconds"],
-                 "wall_seconds": wall, "seconds_to_target": seconds_to_reach(curve, target),
-                 "target": "W2 <= 1.1 x floor at finetune.eval_samples"})
+    rows.append(
+        {
+            "method": "sft-pg-b",
+            "data": "swiss_roll",
+            "steps": 10,
+            **result["model"],
+            "seconds": curve[-1]["seconds"],
+            "wall_seconds": wall,
+            "seconds_to_target": seconds_to_reach(curve, target),
+            "target": "W2 <= 1.1 x floor at finetune.eval_samples",
+        }
+    )
     ddpm_file = args.out.parent / "toy_ddpm.json"
     if ddpm_file.is_file():
-        rows += [{**r, "method": "ddpm", "source": "toy_ddpm.json"} for r in json.loads(ddpm_file.read_text())["rows"] if r["steps"] != 10]
-    write_results(args.out, floor, rows, paper_x1e_2={f"{m}@{s}": v for (m, s), v in PAPER.items()}, curve=curve, budget=info)
+        rows += [
+            {**r, "method": "ddpm", "source": "toy_ddpm.json"}
+            for r in json.loads(ddpm_file.read_text())["rows"]
+            if r["steps"] != 10
+        ]
+    write_results(
+        args.out, floor, rows, paper_x1e_2={f"{m}@{s}": v for (m, s), v in PAPER.items()}, curve=curve, budget=info
+    )
     print_table(rows, floor, PAPER, "Table 1: swiss roll, sigmoid schedule (W2 of 10K samples)")
     hit = rows[1]["seconds_to_target"]
-    print(f"target W2 <= 1.1 x floor: {'reached after %.0f s of training' % hit if hit is not None else 'not reached'}; "
-          f"final W2 {result['model']['w2']:.4f} vs floor {floor['w2']:.4f} ({result['model']['w2'] / floor['w2']:.2f} x floor)")
+    print(
+        f"target W2 <= 1.1 x floor: {'reached after %.0f s of training' % hit if hit is not None else 'not reached'}; "
+        f"final W2 {result['model']['w2']:.4f} vs floor {floor['w2']:.4f} ({result['model']['w2'] / floor['w2']:.2f} x floor)"
+    )
 
     png = args.out.with_suffix(".png")
     scatter([("DDPM, T=10", before), ("SFT-PG (B), T=10", after)], DataSource(config.data).draw(args.n_samples, 1), png)
-    curves({"SFT-PG (B)": ([r["seconds"] for r in curve], [r["w2"] for r in curve])}, png.with_name(png.stem + "_curve.png"),
-           "training seconds (2-core CPU)", f"W2 ({config.finetune.eval_samples} samples)", floor=curve[-1]["floor_w2"], logy=True)
+    curves(
+        {"SFT-PG (B)": ([r["seconds"] for r in curve], [r["w2"] for r in curve])},
+        png.with_name(png.stem + "_curve.png"),
+        "training seconds (2-core CPU)",
+        f"W2 ({config.finetune.eval_samples} samples)",
+        floor=curve[-1]["floor_w2"],
+        logy=True,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared eps-models for the sampler tests: the exact Gaussian predictor and a small random net."""
+
 from __future__ import annotations
 
 import torch

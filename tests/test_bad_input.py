@@ -3,6 +3,7 @@
 Also: checkpoints are written atomically (a crash while saving keeps the previous one) and loading
 never unpickles.
 """
+
 import os
 import pickle
 
@@ -74,7 +75,9 @@ def test_bad_config_file(tmp_path):
     assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--config", bad), "pretrain.stepz")
     bad.write_text("pretrain: [1, 2\n")
     assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--config", bad), "not valid YAML")
-    assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--config", tmp_path / "none.yaml"), "does not exist")
+    assert_one_line_error(
+        invoke("pretrain", "--run-dir", tmp_path / "r", "--config", tmp_path / "none.yaml"), "does not exist"
+    )
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path):
@@ -120,15 +123,18 @@ def test_bad_data_file(tmp_path, kind, name, words):
     path = tmp_path / name
     if kind != "missing":
         _write(path, kind)
-    result = invoke("pretrain", "--run-dir", tmp_path / "run", "--set", "data.name=file", "--set", f"data.path={path}", *TINY)
+    result = invoke(
+        "pretrain", "--run-dir", tmp_path / "run", "--set", "data.name=file", "--set", f"data.path={path}", *TINY
+    )
     assert_one_line_error(result, "data file", *words)
 
 
 def test_data_file_required_and_samples_of_wrong_dimension(tmp_path):
     assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--set", "data.name=file"), "data.path")
     np.save(tmp_path / "s.npy", np.random.randn(60, 3))
-    assert_one_line_error(invoke("evaluate", "--samples", tmp_path / "s.npy", "--set", "evaluate.n_samples=50"),
-                          "shape (3,)", "(2,)")
+    assert_one_line_error(
+        invoke("evaluate", "--samples", tmp_path / "s.npy", "--set", "evaluate.n_samples=50"), "shape (3,)", "(2,)"
+    )
 
 
 def test_missing_checkpoint(tmp_path):
@@ -151,6 +157,7 @@ def test_corrupted_checkpoint(tmp_path, ckpt, damage):
     elif damage == "header-only":
         bad.write_bytes(raw[:20])
     else:  # a pickle whose loading would run code (create a file): it must never be unpickled
+
         class Evil:
             def __reduce__(self):
                 return (open, (str(marker), "w"))
@@ -167,19 +174,29 @@ def test_foreign_safetensors_files(tmp_path):
     assert_one_line_error(invoke("sample", "--checkpoint", plain), "not a fewstep checkpoint")
     no_record = tmp_path / "norecord.safetensors"
     checksum = checkpoint_module.tensor_checksum({"w": torch.zeros(3)})
-    save_file({"w": torch.zeros(3)}, str(no_record),
-              metadata={"format": checkpoint_module.FORMAT, "meta": "{}", "checksum": checksum})
+    save_file(
+        {"w": torch.zeros(3)},
+        str(no_record),
+        metadata={"format": checkpoint_module.FORMAT, "meta": "{}", "checksum": checksum},
+    )
     assert_one_line_error(invoke("sample", "--checkpoint", no_record), "no model record")
     bad_meta = tmp_path / "badmeta.safetensors"
-    save_file({"w": torch.zeros(3)}, str(bad_meta),
-              metadata={"format": checkpoint_module.FORMAT, "meta": "{oops", "checksum": checksum})
+    save_file(
+        {"w": torch.zeros(3)},
+        str(bad_meta),
+        metadata={"format": checkpoint_module.FORMAT, "meta": "{oops", "checksum": checksum},
+    )
     assert_one_line_error(invoke("sample", "--checkpoint", bad_meta), "unreadable metadata")
 
 
 def test_checkpoint_does_not_match_config(tmp_path, ckpt):
-    assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--set", "schedule.T=100"), "schedule.T", "10", "100")
+    assert_one_line_error(
+        invoke("evaluate", "--checkpoint", ckpt, "--set", "schedule.T=100"), "schedule.T", "10", "100"
+    )
     assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--set", "schedule.kind=linear"), "schedule.kind")
-    assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--set", "model.hidden=[8]"), "model.hidden", "[16, 16]")
+    assert_one_line_error(
+        invoke("evaluate", "--checkpoint", ckpt, "--set", "model.hidden=[8]"), "model.hidden", "[16, 16]"
+    )
     other = tmp_path / "other.yaml"
     other.write_text("model:\n  hidden: [32]\n")
     assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--config", other), "model.hidden", "[32]")

@@ -1,4 +1,5 @@
 """CLI smoke test: quickstart writes a complete run directory; sample, evaluate and config work on it."""
+
 import json
 
 import numpy as np
@@ -9,8 +10,16 @@ from click.testing import CliRunner
 from fewstep.cli import main
 from fewstep.config import describe
 
-TINY = ["pretrain.steps=50", "pretrain.log_every=10", "evaluate.n_samples=300", "finetune.iterations=4",
-        "finetune.eval_every=2", "evaluate.train_samples=200", "finetune.batch_size=32", "finetune.checkpoint_every=2"]
+TINY = [
+    "pretrain.steps=50",
+    "pretrain.log_every=10",
+    "evaluate.n_samples=300",
+    "finetune.iterations=4",
+    "finetune.eval_every=2",
+    "evaluate.train_samples=200",
+    "finetune.batch_size=32",
+    "finetune.checkpoint_every=2",
+]
 
 
 def invoke(*args):
@@ -71,13 +80,32 @@ def test_sample_and_evaluate_checkpoint(quickstart_run, tmp_path):
 def test_config_lists_every_key():
     output = invoke("config").output
     assert output.strip().splitlines() == describe()
-    for key in ("data.name", "schedule.T", "pretrain.steps", "sampler.ddpm.variance", "sampler.fastdpm.kappa",
-                "evaluate.max_iter", "seed"):
+    for key in (
+        "data.name",
+        "schedule.T",
+        "pretrain.steps",
+        "sampler.ddpm.variance",
+        "sampler.fastdpm.kappa",
+        "evaluate.max_iter",
+        "seed",
+    ):
         assert f"\n{key} = " in "\n" + output
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "sample", "evaluate", "quickstart", "config", "schedule",
-                                     "schedule optimise", "schedule finetune"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "pretrain",
+        "finetune",
+        "sample",
+        "evaluate",
+        "quickstart",
+        "config",
+        "schedule",
+        "schedule optimise",
+        "schedule finetune",
+    ],
+)
 def test_help_explains_every_option(command):
     output = invoke(*command.split(), "--help").output
     assert "Usage:" in output
@@ -90,17 +118,44 @@ def test_help_explains_every_option(command):
 def test_a_partial_config_file_applies_on_top_of_the_checkpoints_config(tmp_path):
     """`--config` holding one section changes that section only; the rest comes from the checkpoint."""
     run_dir = tmp_path / "moons"
-    invoke("pretrain", "--run-dir", run_dir, "--quiet", "--set", "data.name=moons", "--set", "schedule.T=4",
-           "--set", "model.hidden=[16,16]", "--set", "pretrain.steps=20", "--set", "evaluate.n_samples=100")
+    invoke(
+        "pretrain",
+        "--run-dir",
+        run_dir,
+        "--quiet",
+        "--set",
+        "data.name=moons",
+        "--set",
+        "schedule.T=4",
+        "--set",
+        "model.hidden=[16,16]",
+        "--set",
+        "pretrain.steps=20",
+        "--set",
+        "evaluate.n_samples=100",
+    )
     partial = tmp_path / "eval.yaml"
     partial.write_text("evaluate:\n  n_samples: 120\n")
     scores = tmp_path / "scores.json"
-    invoke("evaluate", "--checkpoint", run_dir / "checkpoints" / "pretrain.safetensors", "--config", partial, "--out", scores)
+    invoke(
+        "evaluate",
+        "--checkpoint",
+        run_dir / "checkpoints" / "pretrain.safetensors",
+        "--config",
+        partial,
+        "--out",
+        scores,
+    )
     assert json.loads(scores.read_text())["model"]["w2"] > 0
     from fewstep.config import load_config
 
     config = load_config(partial, ["evaluate.seed=3"], base={"data": {"name": "moons"}, "schedule": {"T": 4}})
-    assert (config.data.name, config.schedule.T, config.evaluate.n_samples, config.evaluate.seed) == ("moons", 4, 120, 3)
+    assert (config.data.name, config.schedule.T, config.evaluate.n_samples, config.evaluate.seed) == (
+        "moons",
+        4,
+        120,
+        3,
+    )
     partial.write_text("- not a mapping\n")
     bad = CliRunner().invoke(main, ["evaluate", "--samples", str(tmp_path / "x.npy"), "--config", str(partial)])
     assert bad.exit_code == 2 and "mapping of sections" in bad.output

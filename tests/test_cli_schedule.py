@@ -1,4 +1,5 @@
 """`fewstep schedule optimise/finetune` end to end on a tiny model: the schedule is recorded and used by `sample`."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,15 @@ from click.testing import CliRunner
 from fewstep.cli import main
 from fewstep.models import load_pretrained
 
-TINY = ["schedule.kind=linear", "schedule.T=100", "pretrain.steps=30", "pretrain.batch_size=64", "data.n_train=500",
-        "model.hidden=[16, 16]", "evaluate.n_samples=200"]
+TINY = [
+    "schedule.kind=linear",
+    "schedule.T=100",
+    "pretrain.steps=30",
+    "pretrain.batch_size=64",
+    "data.n_train=500",
+    "model.hidden=[16, 16]",
+    "evaluate.n_samples=200",
+]
 FAST = ["schedule_opt.steps=3", "schedule_opt.grid_size=15", "schedule_opt.n_mc=128", "schedule_opt.finetune_steps=5"]
 
 
@@ -21,13 +29,26 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     pre = runner.invoke(main, ["pretrain", "--run-dir", str(tmp_path / "pre"), "--quiet", *_sets(TINY)])
     assert pre.exit_code == 0, pre.output
     ckpt = tmp_path / "pre" / "checkpoints" / "pretrain.safetensors"
-    out = runner.invoke(main, ["schedule", "optimise", "--checkpoint", str(ckpt), "--run-dir", str(tmp_path / "opt"),
-                               "--quiet", *_sets(FAST)])
+    out = runner.invoke(
+        main,
+        [
+            "schedule",
+            "optimise",
+            "--checkpoint",
+            str(ckpt),
+            "--run-dir",
+            str(tmp_path / "opt"),
+            "--quiet",
+            *_sets(FAST),
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "floor" in out.output
     sched_ckpt = tmp_path / "opt" / "checkpoints" / "schedule.safetensors"
     record = json.loads((tmp_path / "opt" / "schedule.json").read_text())
-    assert len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
+    assert (
+        len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
+    )
     assert record["sampler_timesteps"] == sorted(round(t) for t in record["schedule_times"][:-1])
     table = load_pretrained(sched_ckpt).table
     assert table.K == 3 and table.t.tolist() == record["schedule_times"][:-1]
@@ -35,14 +56,36 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     assert res.exit_code == 0 and "(3-step schedule_opt sampler)" in res.output, res.output
     assert np.load(tmp_path / "s.npy").shape == (10, 2)
 
-    fin = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(sched_ckpt), "--run-dir", str(tmp_path / "fin"),
-                               "--keep-schedule", "--quiet"])
+    fin = runner.invoke(
+        main,
+        [
+            "schedule",
+            "finetune",
+            "--checkpoint",
+            str(sched_ckpt),
+            "--run-dir",
+            str(tmp_path / "fin"),
+            "--keep-schedule",
+            "--quiet",
+        ],
+    )
     assert fin.exit_code == 0, fin.output
     meta = load_pretrained(tmp_path / "fin" / "checkpoints" / "schedule_finetune.safetensors").meta
     assert meta["schedule_times"] == record["schedule_times"]
 
-    both = runner.invoke(main, ["schedule", "finetune", "--checkpoint", str(ckpt), "--run-dir", str(tmp_path / "both"),
-                                "--quiet", *_sets([*FAST, "schedule_opt.rounds=2"])])
+    both = runner.invoke(
+        main,
+        [
+            "schedule",
+            "finetune",
+            "--checkpoint",
+            str(ckpt),
+            "--run-dir",
+            str(tmp_path / "both"),
+            "--quiet",
+            *_sets([*FAST, "schedule_opt.rounds=2"]),
+        ],
+    )
     assert both.exit_code == 0, both.output
     meta = load_pretrained(tmp_path / "both" / "checkpoints" / "schedule_finetune.safetensors").meta
     assert meta["rounds"] == 2 and len(meta["schedule_times"]) == 4 and meta["table"]["name"] == "schedule_opt"
@@ -55,5 +98,7 @@ def test_bad_input_is_one_line(tmp_path):
     ckpt = str(tmp_path / "pre" / "checkpoints" / "pretrain.safetensors")
     bad = runner.invoke(main, ["schedule", "optimise", "--checkpoint", ckpt, "--set", "schedule_opt.method=magic"])
     assert bad.exit_code == 2 and "schedule_opt.method" in bad.output
-    keep = runner.invoke(main, ["schedule", "finetune", "--checkpoint", ckpt, "--run-dir", str(tmp_path / "f"), "--keep-schedule"])
+    keep = runner.invoke(
+        main, ["schedule", "finetune", "--checkpoint", ckpt, "--run-dir", str(tmp_path / "f"), "--keep-schedule"]
+    )
     assert keep.exit_code == 2 and "--keep-schedule" in keep.output

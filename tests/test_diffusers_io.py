@@ -1,4 +1,5 @@
 """diffusers interoperability on a tiny randomly-initialised UNet2DModel created here."""
+
 from __future__ import annotations
 
 import json
@@ -25,14 +26,22 @@ def one_thread():
 def tiny_unet() -> UNet2DModel:
     torch.manual_seed(0)
     return UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
     )
 
 
 @pytest.fixture()
 def pipeline_dir(tmp_path):
-    scheduler = DDPMScheduler(num_train_timesteps=50, beta_schedule="squaredcos_cap_v2", variance_type="fixed_small", clip_sample=False)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=50, beta_schedule="squaredcos_cap_v2", variance_type="fixed_small", clip_sample=False
+    )
     DDPMPipeline(unet=tiny_unet(), scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     return tmp_path / "pipe"
 
@@ -90,11 +99,14 @@ def test_write_back_as_pipeline_round_trip(pipeline_dir, tmp_path):
     assert images.shape == (1, 8, 8, 1)
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"prediction_type": "v_prediction"}, "prediction_type"),
-    ({"variance_type": "learned_range"}, "learned variance"),
-    ({"thresholding": True}, "thresholding"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"prediction_type": "v_prediction"}, "prediction_type"),
+        ({"variance_type": "learned_range"}, "learned variance"),
+        ({"thresholding": True}, "thresholding"),
+    ],
+)
 def test_unsupported_scheduler_configs(pipeline_dir, change, match):
     file = pipeline_dir / "scheduler" / "scheduler_config.json"
     file.write_text(json.dumps({**json.loads(file.read_text()), **change}))
@@ -119,11 +131,22 @@ def test_finetune_a_diffusers_model_with_sftpg_and_write_it_back(pipeline_dir, t
     pretrained = load(pipeline_dir)
     loaded = load_diffusers(pipeline_dir)
     table = ddpm_table(loaded.schedule, [0, 24, 49], variance="beta", noise_at_last_step=True)
-    config = finetune_config(pretrained, overrides=[
-        "data.name=digits", "finetune.iterations=2", "finetune.batch_size=8", "finetune.n_critic=1",
-        "finetune.critic_channels=[4, 8, 16]", "finetune.baseline_hidden=[16]", "finetune.eval_every=2",
-        "evaluate.train_samples=16", "finetune.checkpoint_every=2", "finetune.lr_generator=1e-5",
-        "evaluate.n_samples=16"])
+    config = finetune_config(
+        pretrained,
+        overrides=[
+            "data.name=digits",
+            "finetune.iterations=2",
+            "finetune.batch_size=8",
+            "finetune.n_critic=1",
+            "finetune.critic_channels=[4, 8, 16]",
+            "finetune.baseline_hidden=[16]",
+            "finetune.eval_every=2",
+            "evaluate.train_samples=16",
+            "finetune.checkpoint_every=2",
+            "finetune.lr_generator=1e-5",
+            "evaluate.n_samples=16",
+        ],
+    )
     before = [p.detach().clone() for p in pretrained.model.parameters()]
     run = Run(tmp_path / "run", config, "finetune").start()
     result = finetune(config, run, pretrained, table=table, progress=False)

@@ -8,6 +8,7 @@ of the formulas), and with diffusers' own float32 schedule (agreement of the sch
 diffusers adds noise at every step whose time-step is > 0, so on a sub-sequence that does not start
 at 0 its last step is stochastic: the table is built with ``noise_at_last_step`` to match.
 """
+
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -17,8 +18,10 @@ from fewstep.schedules import make_schedule
 from fewstep.samplers import ddpm_table
 
 DIFFUSERS_VARIANCE = {"beta": "fixed_large", "beta_tilde": "fixed_small"}
-DIFFUSERS_SCHEDULE = {"linear": dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02),
-                      "sigmoid": dict(beta_schedule="sigmoid", beta_start=1e-5, beta_end=1e-2)}
+DIFFUSERS_SCHEDULE = {
+    "linear": dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02),
+    "sigmoid": dict(beta_schedule="sigmoid", beta_start=1e-5, beta_end=1e-2),
+}
 T = 1000
 SUBSEQUENCE = [3, 10, 47, 120, 333, 500, 721, 999]
 
@@ -31,8 +34,9 @@ def fixed_eps(x, t):
 def compare(kind, variance, timesteps, exact):
     dtype = torch.float64 if exact else torch.float32
     schedule = make_schedule(kind, T)
-    scheduler = DDPMScheduler(num_train_timesteps=T, variance_type=DIFFUSERS_VARIANCE[variance], clip_sample=False,
-                              **DIFFUSERS_SCHEDULE[kind])
+    scheduler = DDPMScheduler(
+        num_train_timesteps=T, variance_type=DIFFUSERS_VARIANCE[variance], clip_sample=False, **DIFFUSERS_SCHEDULE[kind]
+    )
     if exact:
         scheduler.alphas_cumprod = schedule.alpha_bar.clone()
         scheduler.one = torch.tensor(1.0, dtype=torch.float64)
@@ -78,5 +82,6 @@ def test_last_step_noise_is_a_choice():
     schedule = make_schedule("linear", T)
     assert ddpm_table(schedule, SUBSEQUENCE, "beta").s[-1] == 0
     assert ddpm_table(schedule, SUBSEQUENCE, "beta", noise_at_last_step=True).s[-1] ** 2 == pytest.approx(
-        1 - schedule.alpha_bar[3].item(), rel=1e-12)
+        1 - schedule.alpha_bar[3].item(), rel=1e-12
+    )
     assert ddpm_table(schedule, None, "beta_tilde", noise_at_last_step=True).s[-1] == 0

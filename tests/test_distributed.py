@@ -2,6 +2,7 @@
 
 ``pretrain.batch_size`` is the total batch over all processes (see ``fewstep.distributed``).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ from fewstep.config import load_config
 from fewstep.distributed import Context
 from fewstep.errors import FewstepError
 
-OVERRIDES = ["pretrain.steps=4", "pretrain.log_every=1", "pretrain.ema_decay=0.5", "model.hidden=[32, 32]",
-             "data.n_train=200", "pretrain.lr=0.01"]
+OVERRIDES = [
+    "pretrain.steps=4",
+    "pretrain.log_every=1",
+    "pretrain.ema_decay=0.5",
+    "model.hidden=[32, 32]",
+    "data.n_train=200",
+    "pretrain.lr=0.01",
+]
 
 
 def _free_port() -> int:
@@ -43,8 +50,9 @@ def _worker(rank: int, world_size: int, port: int, run_dir: str, batch: int) -> 
     pretrain_module.build_eps_model = build_and_count
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
     config = load_config(None, [*OVERRIDES, f"pretrain.batch_size={batch}"])
     try:
         run = Run(run_dir, config, "pretrain").start() if rank == 0 else _NoWrites(run_dir)

@@ -1,6 +1,7 @@
 """Data-parallel shortcut fine-tuning: 2 CPU processes (gloo) with m/2 trajectories each take
 exactly the steps of 1 process with m (rollout noise, data, GP points and buffer draws are drawn
 for the whole batch by every process; see ``fewstep.training.sftpg.iteration``)."""
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,21 @@ import torch.multiprocessing as mp
 
 from fewstep.checkpoint import load_checkpoint
 
-BASE = ["data.name=gaussian", "data.n_train=200", "schedule.T=3", "model.hidden=[16,16]", "finetune.batch_size=8",
-        "finetune.iterations=3", "finetune.eval_every=3", "evaluate.train_samples=50", "finetune.checkpoint_every=3",
-        "finetune.critic_hidden=[16,16]", "finetune.baseline_hidden=[16,16]", "finetune.n_generator=2",
-        "finetune.lr_generator=1e-3"]
+BASE = [
+    "data.name=gaussian",
+    "data.n_train=200",
+    "schedule.T=3",
+    "model.hidden=[16,16]",
+    "finetune.batch_size=8",
+    "finetune.iterations=3",
+    "finetune.eval_every=3",
+    "evaluate.train_samples=50",
+    "finetune.checkpoint_every=3",
+    "finetune.critic_hidden=[16,16]",
+    "finetune.baseline_hidden=[16,16]",
+    "finetune.n_generator=2",
+    "finetune.lr_generator=1e-3",
+]
 
 
 def _free_port() -> int:
@@ -35,8 +47,13 @@ def _run(rank: int, world_size: int, port: int, run_dir: str, overrides: list[st
 
     torch.set_num_threads(1)
     if world_size > 1:
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                          WORLD_SIZE=str(world_size))
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+        )
     config = load_config(None, [*BASE, *overrides])
     torch.manual_seed(0)
     model = Pretrained(build_eps_model(config.model, (2,)), config, (2,), make_schedule("sigmoid", 3), None, "test")
@@ -49,7 +66,9 @@ def _run(rank: int, world_size: int, port: int, run_dir: str, overrides: list[st
             os.environ.pop(key, None)
 
 
-@pytest.mark.parametrize("variant", [[], ["finetune.critic_reg=gp"], ["finetune.estimator=pathwise", "finetune.critic_reg=gp"]])
+@pytest.mark.parametrize(
+    "variant", [[], ["finetune.critic_reg=gp"], ["finetune.estimator=pathwise", "finetune.critic_reg=gp"]]
+)
 def test_two_processes_match_one_process(tmp_path, variant):
     _run(0, 1, 0, str(tmp_path / "single"), variant)
     mp.spawn(_run, args=(2, _free_port(), str(tmp_path / "double"), variant), nprocs=2, join=True)

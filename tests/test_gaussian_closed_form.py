@@ -10,6 +10,7 @@ T-step sampler follow a scalar recursion built from eq. 2's posterior (x_0-form,
 conditioning for E[x_0 | x_i]), independent of the eps-form coefficients in ``steps.py``. The
 samples are compared with those moments at Monte-Carlo tolerance, and the moments with (mu, s^2).
 """
+
 import math
 
 import pytest

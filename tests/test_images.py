@@ -1,4 +1,5 @@
 """Image support: U-Net, readers, critic/baseline, classifier FID/KID, pretraining on digits."""
+
 from __future__ import annotations
 
 import gzip
@@ -101,7 +102,9 @@ def _has_mnist():
 def test_cifar_reader(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (4, 3072)).astype(np.uint8)
-    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2, 3, 4], b"batch_label": b"x"}))
+    (tmp_path / "data_batch_1").write_bytes(
+        pickle.dumps({b"data": data, b"labels": [1, 2, 3, 4], b"batch_label": b"x"})
+    )
     x, y = load_cifar10(tmp_path)
     assert x.shape == (4, 3, 32, 32) and y.tolist() == [1, 2, 3, 4]
     assert torch.allclose(x[1, 2, 0, :3], torch.from_numpy(data[1, 2048:2051] / 127.5 - 1).float(), atol=1e-6)
@@ -160,8 +163,10 @@ def test_critic_and_baseline_shapes(size):
     baseline = image_baseline((1, size, size), hidden=(16, 16, 8))
     v = baseline(x, torch.arange(5.0))
     assert v.shape == (5, 1)
-    assert not torch.allclose(baseline(x[:1].expand(2, -1, -1, -1), torch.tensor([0.0, 4.0]))[0],
-                              baseline(x[:1].expand(2, -1, -1, -1), torch.tensor([0.0, 4.0]))[1])
+    assert not torch.allclose(
+        baseline(x[:1].expand(2, -1, -1, -1), torch.tensor([0.0, 4.0]))[0],
+        baseline(x[:1].expand(2, -1, -1, -1), torch.tensor([0.0, 4.0]))[1],
+    )
 
 
 def test_paper_critic_on_cifar_size_ends_in_one_position():
@@ -233,8 +238,17 @@ def test_pretrain_unet_on_digits(tmp_path):
     from fewstep.runs import Run
     from fewstep.training.pretrain import pretrain
 
-    config = load_config(None, ["data.name=digits", "model.kind=unet", "model.channels=8", "pretrain.steps=3",
-                                "pretrain.batch_size=8", "pretrain.log_every=1"])
+    config = load_config(
+        None,
+        [
+            "data.name=digits",
+            "model.kind=unet",
+            "model.channels=8",
+            "pretrain.steps=3",
+            "pretrain.batch_size=8",
+            "pretrain.log_every=1",
+        ],
+    )
     run = Run(tmp_path / "run", config, "pretrain").start()
     model = pretrain(config, run, progress=False).model
     assert len(run.metrics("pretrain")) == 3

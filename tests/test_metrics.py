@@ -1,4 +1,5 @@
 """W2 metrics against closed forms; POT's early stop is an error, not a silently wrong number."""
+
 import math
 
 import numpy as np

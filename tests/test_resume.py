@@ -1,4 +1,5 @@
 """(f) An interrupted and resumed pretraining run ends with exactly the weights of an uninterrupted one."""
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -10,8 +11,16 @@ from fewstep.config import load_config
 from fewstep.runs import Run
 from fewstep.training.pretrain import pretrain
 
-OVERRIDES = ["pretrain.steps=24", "pretrain.checkpoint_every=8", "pretrain.log_every=4", "pretrain.batch_size=64",
-             "model.hidden=[32,32]", "schedule.T=10", "seed=3", "evaluate.n_samples=50"]  # the CLI scores the result
+OVERRIDES = [
+    "pretrain.steps=24",
+    "pretrain.checkpoint_every=8",
+    "pretrain.log_every=4",
+    "pretrain.batch_size=64",
+    "model.hidden=[32,32]",
+    "schedule.T=10",
+    "seed=3",
+    "evaluate.n_samples=50",
+]  # the CLI scores the result
 
 
 def interrupt_at(step):
@@ -56,6 +65,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, uninterrupted):
     for name, p in model.state_dict().items():
         assert torch.equal(p, reference["model." + name])
     assert not torch.equal(reference["model.out.weight"], reference["train.model.out.weight"])
+
     # the metrics past the checkpoint are redone, not duplicated
     def without_time(records):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records]

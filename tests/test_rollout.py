@@ -1,4 +1,5 @@
 """(c) Rollout and re-scoring agree; gradients flow; per-sample seeds; the Gaussian log-density."""
+
 import math
 
 import pytest
@@ -127,7 +128,10 @@ def test_sampling_memory_does_not_grow_with_steps():
 
 def test_gaussian_log_prob_equals_torch_normal():
     g = torch.Generator().manual_seed(9)
-    x, mean = torch.randn(6, 3, 4, generator=g, dtype=torch.float64), torch.randn(6, 3, 4, generator=g, dtype=torch.float64)
+    x, mean = (
+        torch.randn(6, 3, 4, generator=g, dtype=torch.float64),
+        torch.randn(6, 3, 4, generator=g, dtype=torch.float64),
+    )
     std = torch.rand(6, generator=g, dtype=torch.float64) + 0.1
     expected = torch.distributions.Normal(mean, std.view(-1, 1, 1)).log_prob(x).sum(dim=(1, 2))
     torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected, rtol=1e-12, atol=1e-12)

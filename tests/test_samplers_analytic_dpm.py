@@ -1,4 +1,5 @@
 """Analytic-DPM: Gamma_n by Monte Carlo and the optimal variance, checked on Gaussian data in closed form."""
+
 import pytest
 import torch
 

@@ -1,11 +1,20 @@
 """build_table dispatches on sampler.kind through the registry; each kind reads its own settings."""
+
 import pytest
 import torch
 
 from fewstep.config import load_config
 from fewstep.errors import FewstepError
-from fewstep.samplers import (build_table, ddim_table, ddpm_table, dpm_solver_2m_table, dpm_solver_pp_2m_table,
-                              fastdpm_table, for_policy_gradient, spacing)
+from fewstep.samplers import (
+    build_table,
+    ddim_table,
+    ddpm_table,
+    dpm_solver_2m_table,
+    dpm_solver_pp_2m_table,
+    fastdpm_table,
+    for_policy_gradient,
+    spacing,
+)
 from fewstep.schedules import make_schedule
 
 
@@ -27,7 +36,9 @@ def test_kinds():
     assert _same(build_table(cfg.sampler, sched), ddim_table(sched, spacing("logsnr", sched, 5), 0.5))
     cfg = load_config(None, [*base, "sampler.kind=dpm_solver_2m", "sampler.timesteps=[0, 10, 500]"])
     assert _same(build_table(cfg.sampler, sched), dpm_solver_2m_table(sched, [0, 10, 500]))
-    cfg = load_config(None, [*base, "sampler.kind=fastdpm", "sampler.fastdpm.approach=VAR", "sampler.fastdpm.kappa=0.2"])
+    cfg = load_config(
+        None, [*base, "sampler.kind=fastdpm", "sampler.fastdpm.approach=VAR", "sampler.fastdpm.kappa=0.2"]
+    )
     assert _same(build_table(cfg.sampler, sched), fastdpm_table(sched, 5, "VAR", "linear", 0.2))
     cfg = load_config(None, [*base, "sampler.spacing=quadratic"])  # ddpm with sampler.steps uses the spacing
     assert _same(build_table(cfg.sampler, sched), ddpm_table(sched, [0, 62, 250, 562, 999], "beta", True))
@@ -59,8 +70,17 @@ def test_noise_at_last_step_applies_to_every_first_order_kind():
         assert float(table.s[-1]) == pytest.approx(float((1 - table.alpha_bar[-1]).sqrt())), kind
     # the paper's image initialisation, FastDPM VAR quadratic with kappa 1 and the DDPM reverse process,
     # is ready for policy gradient from the config alone
-    cfg = load_config(None, [*base, "sampler.kind=fastdpm", "sampler.fastdpm.approach=VAR",
-                             "sampler.fastdpm.schedule=quadratic", "sampler.fastdpm.kappa=1", "sampler.fastdpm.reverse=ddpm"])
+    cfg = load_config(
+        None,
+        [
+            *base,
+            "sampler.kind=fastdpm",
+            "sampler.fastdpm.approach=VAR",
+            "sampler.fastdpm.schedule=quadratic",
+            "sampler.fastdpm.kappa=1",
+            "sampler.fastdpm.reverse=ddpm",
+        ],
+    )
     table = build_table(cfg.sampler, sched)
     assert table.scoreable and for_policy_gradient(table) is table
 

@@ -1,4 +1,5 @@
 """DDIM tables against diffusers' DDIMScheduler and against the closed-form Gaussian case."""
+
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -18,8 +19,13 @@ def test_ddim_matches_diffusers(eta):
     # clip_sample=False and thresholding off: diffusers would otherwise clip x0_hat to [-1, 1].
     # set_alpha_to_one=True: the last step lands on clean data (alpha_bar = 1), as ddim_table does.
     # "leading" spacing with steps_offset=0 gives the sub-sequence 0, T/K, 2T/K, ...
-    ref = DDIMScheduler(**diffusers_kwargs(schedule), clip_sample=False, set_alpha_to_one=True,
-                        timestep_spacing="leading", steps_offset=0)
+    ref = DDIMScheduler(
+        **diffusers_kwargs(schedule),
+        clip_sample=False,
+        set_alpha_to_one=True,
+        timestep_spacing="leading",
+        steps_offset=0,
+    )
     ref.set_timesteps(K)
     timesteps = ref.timesteps.flip(0).tolist()
     table = ddim_table(schedule, timesteps, eta=eta)

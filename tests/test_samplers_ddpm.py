@@ -1,4 +1,5 @@
 """DDPM on a sub-sequence (fewstep.steps.ddpm_table) against diffusers' DDPMScheduler."""
+
 import pytest
 import torch
 from diffusers import DDPMScheduler

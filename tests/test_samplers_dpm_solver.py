@@ -1,4 +1,5 @@
 """DPM-Solver(2M) tables and DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler."""
+
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
@@ -12,9 +13,14 @@ TAU = [0, 40, 130, 300, 520, 760, 999]
 
 def _diffusers_run(model, schedule, algorithm, final_sigmas_type, x):
     # solver_order=2, midpoint, lower_order_final=True: 2M with first-order first and last steps.
-    ref = DPMSolverMultistepScheduler(**diffusers_kwargs(schedule), algorithm_type=algorithm, solver_order=2,
-                                      solver_type="midpoint", lower_order_final=True,
-                                      final_sigmas_type=final_sigmas_type)
+    ref = DPMSolverMultistepScheduler(
+        **diffusers_kwargs(schedule),
+        algorithm_type=algorithm,
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type=final_sigmas_type,
+    )
     ref.set_timesteps(timesteps=list(reversed(TAU)))
     with torch.no_grad():
         for t in ref.timesteps:

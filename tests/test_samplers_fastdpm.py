@@ -1,4 +1,5 @@
 """FastDPM STEP / VAR tables: sub-sequences, variance schedules, and the kappa limits."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Spacings and the continuous model time of a discrete schedule."""
+
 import pytest
 import torch
 

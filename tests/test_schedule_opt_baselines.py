@@ -1,11 +1,20 @@
 """Align Your Steps and the Watson et al. ELBO dynamic programme."""
+
 import math
 
 import pytest
 import torch
 
 from _sampler_models import GaussianEps, random_net
-from fewstep.schedule_opt import align_your_steps, brute_force_path, coordinate_search, elbo_costs, klub_costs, min_cost_path, watson_dp
+from fewstep.schedule_opt import (
+    align_your_steps,
+    brute_force_path,
+    coordinate_search,
+    elbo_costs,
+    klub_costs,
+    min_cost_path,
+    watson_dp,
+)
 from fewstep.schedules import make_schedule
 
 
@@ -14,7 +23,8 @@ def _data(n=2048):
 
 
 def test_watson_costs_are_the_ddpm_elbo_terms():
-    """On consecutive steps t -> t-1 the edge cost is Ho et al.'s L_{t-1} = beta^2/(2 sigma^2 alpha (1-ab)) E||eps - eps_hat||^2."""
+    """On consecutive steps t -> t-1 the edge cost is Ho et al.'s
+    L_{t-1} = beta^2/(2 sigma^2 alpha (1-ab)) E||eps - eps_hat||^2."""
     schedule = make_schedule("linear", 50)
     grid = torch.arange(49, -1, -1, dtype=torch.float64)
     eps_err = torch.rand(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)[grid.long()]
@@ -28,7 +38,9 @@ def test_watson_costs_are_the_ddpm_elbo_terms():
         ho = beta**2 / (2 * sigma2 * alpha * (1 - schedule.alpha_bar[t])) * eps_err[u]
         assert float(cost[u, u + 1]) == pytest.approx(float(ho), rel=1e-9)
     # the decoder edge from t: Gaussian NLL with variance 1 - ab_t
-    assert float(cost[3, 50]) == pytest.approx(0.5 * math.log(2 * math.pi * (1 - ab[3])) + float(x0_err[3] / (2 * (1 - ab[3]))))
+    assert float(cost[3, 50]) == pytest.approx(
+        0.5 * math.log(2 * math.pi * (1 - ab[3])) + float(x0_err[3] / (2 * (1 - ab[3])))
+    )
 
 
 def test_watson_dp_matches_brute_force():

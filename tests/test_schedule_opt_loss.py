@@ -1,12 +1,24 @@
 """Discretisation loss, its optimisers (DP, cumulative-softmax Adam) and Phase 2: closed-form checks."""
+
 import pytest
 import torch
 
 from _sampler_models import GaussianEps, random_net
 from fewstep.rollout import chain
-from fewstep.schedule_opt import (CumulativeSoftmax, bound_sampler_table, brute_force_path, candidate_grid,
-                                  discretisation_loss, finetune_at_steps, grid_errors, loss_weights, min_cost_path,
-                                  optimise_adam, optimise_dp, pair_costs)
+from fewstep.schedule_opt import (
+    CumulativeSoftmax,
+    bound_sampler_table,
+    brute_force_path,
+    candidate_grid,
+    discretisation_loss,
+    finetune_at_steps,
+    grid_errors,
+    loss_weights,
+    min_cost_path,
+    optimise_adam,
+    optimise_dp,
+    pair_costs,
+)
 from fewstep.schedules import make_schedule
 
 MU, S = torch.tensor([0.5, -0.3], dtype=torch.float64), 0.4
@@ -115,8 +127,17 @@ def test_adam_early_stopping_keeps_the_best_metric():
         seen.append(times)
         return next(scores)
 
-    result = optimise_adam(model, schedule, torch.tensor([999.0, 500.0, 0.0]), data, metric=metric, steps=100,
-                           eval_every=5, patience=3, batch_size=64)
+    result = optimise_adam(
+        model,
+        schedule,
+        torch.tensor([999.0, 500.0, 0.0]),
+        data,
+        metric=metric,
+        steps=100,
+        eval_every=5,
+        patience=3,
+        batch_size=64,
+    )
     assert result.loss == 1.0 and torch.equal(result.times, seen[1]) and len(seen) == 5
 
 
@@ -128,7 +149,9 @@ def test_phase2_lowers_eps_loss_at_chosen_steps():
     times = torch.tensor([999.0, 400.0, 60.0, 0.0])
     loss = EpsilonLoss(schedule, times[:-1].long())
     evaluate = lambda m: float(loss(m, data, torch.Generator().manual_seed(9)).mean())  # noqa: E731
-    tuned = finetune_at_steps(model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128, ema_decay=0.9)
+    tuned = finetune_at_steps(
+        model, schedule, times, data, weighting="w", steps=80, lr=3e-3, batch_size=128, ema_decay=0.9
+    )
     assert evaluate(tuned) < 0.5 * evaluate(model)
     assert evaluate(model) == evaluate(random_net(seed=4))  # the original model is untouched
 

@@ -1,4 +1,5 @@
 """(a) Noise schedules against closed forms and against a direct Gaussian-posterior computation (float64)."""
+
 import math
 
 import pytest
@@ -85,7 +86,9 @@ def test_posterior_by_completing_the_square():
     x0, xt = torch.randn(99, generator=g, dtype=torch.float64), torch.randn(99, generator=g, dtype=torch.float64)
     mean = (alpha.sqrt() * xt / beta + ab_prev.sqrt() * x0 / (1 - ab_prev)) / precision
     torch.testing.assert_close(sched.beta_tilde[i], 1 / precision, rtol=1e-9, atol=0)
-    torch.testing.assert_close(sched.posterior_x0_coef[i] * x0 + sched.posterior_xt_coef[i] * xt, mean, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        sched.posterior_x0_coef[i] * x0 + sched.posterior_xt_coef[i] * xt, mean, rtol=1e-9, atol=1e-12
+    )
 
 
 def test_matches_diffusers_betas():

@@ -5,6 +5,7 @@ Gaussian with mean and variance that are explicit functions of theta = (w, c). W
 f(x) = u x + q x^2, E f(x_0) = u m + q (m^2 + v): autograd on that expression is the analytic gradient
 that eq. 14, eq. 15 and eq. 20 (with any baseline) must all match in expectation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -93,8 +94,12 @@ def params_grad(model, loss) -> torch.Tensor:
 def all_steps(traj):
     """Every (x_{t+1}, x_t, x_0, t) of a trajectory batch, as the buffer stores them."""
     n = traj.x.shape[1]
-    return (traj.x[:-1].reshape(K * n, 1), traj.x[1:].reshape(K * n, 1), traj.x0.repeat(K, 1),
-            torch.arange(K).repeat_interleave(n))
+    return (
+        traj.x[:-1].reshape(K * n, 1),
+        traj.x[1:].reshape(K * n, 1),
+        traj.x0.repeat(K, 1),
+        torch.arange(K).repeat_interleave(n),
+    )
 
 
 def estimates(kind: str, batches: int = 40, n: int = 5000, baseline=None) -> torch.Tensor:

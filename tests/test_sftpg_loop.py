@@ -1,4 +1,5 @@
 """Algorithm 1 as a loop: the buffer, a short fine-tune, resume, the divergence guard, the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -27,10 +28,20 @@ from fewstep.training.sftpg import Buffer
 
 # A Gaussian cluster (App. A) with T = 2: tiny, fast, and DDPM is far from the target.
 TINY = [
-    "data.name=gaussian", "data.n_train=2000", "schedule.T=2", "model.hidden=[32,32]",
-    "pretrain.steps=300", "pretrain.batch_size=128", "pretrain.log_every=100",
-    "finetune.iterations=12", "finetune.batch_size=64", "finetune.eval_every=6", "evaluate.train_samples=200",
-    "finetune.checkpoint_every=5", "finetune.critic_hidden=[32,32]", "finetune.baseline_hidden=[32,32]",
+    "data.name=gaussian",
+    "data.n_train=2000",
+    "schedule.T=2",
+    "model.hidden=[32,32]",
+    "pretrain.steps=300",
+    "pretrain.batch_size=128",
+    "pretrain.log_every=100",
+    "finetune.iterations=12",
+    "finetune.batch_size=64",
+    "finetune.eval_every=6",
+    "evaluate.train_samples=200",
+    "finetune.checkpoint_every=5",
+    "finetune.critic_hidden=[32,32]",
+    "finetune.baseline_hidden=[32,32]",
     "evaluate.n_samples=300",
 ]
 
@@ -71,7 +82,9 @@ def test_short_finetune_lowers_the_ipm(pretrained, tmp_path):
     config, model, _ = pretrained
     # T = 2 on the sigmoid schedule barely denoises: the generator must learn a large shortcut, so
     # a larger generator learning rate than the paper's 5e-5 keeps this test short.
-    config = load_config(None, [*TINY, "finetune.iterations=150", "finetune.eval_every=150", "finetune.lr_generator=3e-3"])
+    config = load_config(
+        None, [*TINY, "finetune.iterations=150", "finetune.eval_every=150", "finetune.lr_generator=3e-3"]
+    )
     table = ddpm_table(make_schedule("sigmoid", 2), noise_at_last_step=True)
     target = torch.randn(2000, 2, generator=torch.Generator().manual_seed(5)) * 0.01 + 0.5
     before = w2(sample(model.model, table, 2000, (2,), seed=3), target)
@@ -97,7 +110,10 @@ def test_interrupted_finetune_resumes_to_the_same_weights(pretrained, tmp_path, 
     resumed = tune(config, run, model, resume=True).model
     for p, q in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(p, q)
-    a, b = load_checkpoint(tmp_path / "a" / "checkpoints" / "finetune.safetensors")[0], load_checkpoint(run.checkpoint("finetune"))[0]
+    a, b = (
+        load_checkpoint(tmp_path / "a" / "checkpoints" / "finetune.safetensors")[0],
+        load_checkpoint(run.checkpoint("finetune"))[0],
+    )
     assert any(key.startswith("optim.critic.") for key in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -123,8 +139,16 @@ def test_policy_gradient_tunes_a_table_with_noise_at_every_step(pretrained, tmp_
     assert tuned.table.scoreable and float(tuned.table.s[-1]) > 0
 
 
-@pytest.mark.parametrize("variant", [[], ["finetune.critic_reg=gp"], ["finetune.estimator=pathwise", "finetune.critic_reg=gp"],
-                                     ["finetune.estimator=pg", "finetune.critic_reg=gp"], ["finetune.n_generator=3", "finetune.clip=0.1"]])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        [],
+        ["finetune.critic_reg=gp"],
+        ["finetune.estimator=pathwise", "finetune.critic_reg=gp"],
+        ["finetune.estimator=pg", "finetune.critic_reg=gp"],
+        ["finetune.n_generator=3", "finetune.clip=0.1"],
+    ],
+)
 def test_every_variant_runs_and_changes_the_generator(pretrained, tmp_path, variant):
     config, model, _ = pretrained
     config = load_config(None, [*TINY, "finetune.iterations=3", *variant])
@@ -136,8 +160,20 @@ def test_every_variant_runs_and_changes_the_generator(pretrained, tmp_path, vari
 def test_cli_finetune_then_sample_uses_the_recorded_table(pretrained, tmp_path):
     _, _, run = pretrained
     runner = CliRunner()
-    args = ["finetune", "--checkpoint", str(run.checkpoint("pretrain")), "--run-dir", str(tmp_path / "ft"), "--quiet",
-            "--set", "finetune.iterations=4", "--set", "finetune.eval_every=2", "--set", "evaluate.n_samples=200"]
+    args = [
+        "finetune",
+        "--checkpoint",
+        str(run.checkpoint("pretrain")),
+        "--run-dir",
+        str(tmp_path / "ft"),
+        "--quiet",
+        "--set",
+        "finetune.iterations=4",
+        "--set",
+        "finetune.eval_every=2",
+        "--set",
+        "evaluate.n_samples=200",
+    ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "2-step ddpm sampler" in result.output and "noise floor" in result.output
@@ -174,8 +210,21 @@ def test_cli_finetune_starts_from_a_recorded_deterministic_schedule(pretrained, 
     meta["table"] = table_to_dict(recorded)
     source = tmp_path / "scheduled.safetensors"
     save_checkpoint(source, tensors, meta)
-    result = CliRunner().invoke(main, ["finetune", "--checkpoint", str(source), "--run-dir", str(tmp_path / "ft"), "--quiet",
-                                       "--set", "finetune.iterations=2", "--set", "evaluate.n_samples=100"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--checkpoint",
+            str(source),
+            "--run-dir",
+            str(tmp_path / "ft"),
+            "--quiet",
+            "--set",
+            "finetune.iterations=2",
+            "--set",
+            "evaluate.n_samples=100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / "finetune.safetensors")[1]["table"]
     assert tuned["t"] == recorded.t.tolist() and all(s > 0 for s in tuned["s"])
@@ -186,7 +235,9 @@ def test_generator_learning_rate_schedules(pretrained, tmp_path):
     assert lr_factor("cosine", 0, 10) == 1.0 and abs(lr_factor("cosine", 5, 10) - 0.5) < 1e-12
     assert lr_factor("constant", 7, 10) == 1.0
     config, model, _ = pretrained
-    config = load_config(None, [*TINY, "finetune.iterations=4", "finetune.lr_schedule=linear", "finetune.lr_generator=1e-3"])
+    config = load_config(
+        None, [*TINY, "finetune.iterations=4", "finetune.lr_schedule=linear", "finetune.lr_generator=1e-3"]
+    )
     run = new_run(tmp_path, config)
     tune(config, run, model)
     groups = load_checkpoint(run.checkpoint("finetune"))[1]["optim"]["generator"]["param_groups"]

@@ -11,21 +11,35 @@
 The names below are the public API; everything else is internal and may change. Attributes are
 imported on first use, so ``import fewstep`` (and ``fewstep --help``) stays fast.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "load": "api", "pretrain": "api", "finetune": "api", "finetune_config": "api", "sample": "api",
-    "evaluate": "api", "sampler_table": "api",
-    "Config": "config", "load_config": "config",
-    "Pretrained": "models",
+    "load": "api",
+    "pretrain": "api",
+    "finetune": "api",
+    "finetune_config": "api",
+    "sample": "api",
+    "evaluate": "api",
+    "sampler_table": "api",
+    "Config": "config",
+    "load_config": "config",
+    "Pretrained": "pretrained",
     "StepTable": "steps",
-    "NoiseSchedule": "schedules", "make_schedule": "schedules",
-    "build_table": "samplers", "for_policy_gradient": "samplers", "ddpm_table": "samplers", "ddim_table": "samplers",
-    "fastdpm_table": "samplers", "analytic_dpm_table": "samplers", "dpm_solver_2m_table": "samplers",
+    "NoiseSchedule": "schedules",
+    "make_schedule": "schedules",
+    "build_table": "samplers",
+    "for_policy_gradient": "samplers",
+    "ddpm_table": "samplers",
+    "ddim_table": "samplers",
+    "fastdpm_table": "samplers",
+    "analytic_dpm_table": "samplers",
+    "dpm_solver_2m_table": "samplers",
     "dpm_solver_pp_2m_table": "samplers",
-    "rollout": "rollout", "step_log_prob": "rollout",
+    "rollout": "rollout",
+    "step_log_prob": "rollout",
     "Evaluator": "evaluation",
     "FewstepError": "errors",
 }

@@ -4,6 +4,7 @@ Every function here is what the command line runs, so a script and a shell sessi
 work. A *model* is a :class:`fewstep.models.Pretrained`: a fewstep checkpoint or a diffusers
 pipeline folder, opened by :func:`load`, with the step table it samples with.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,8 @@ from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict
 from .data import DataSource
 from .errors import FewstepError
 from .evaluation import Evaluator, evaluate_sampler
-from .models import Pretrained, load_pretrained
+from .models import load_pretrained
+from .pretrained import Pretrained
 from .reports import report, training_curves, write_summary
 from .rollout import sample as sample_chain
 from .runs import Run
@@ -48,41 +50,72 @@ def sampler_table(model: Pretrained, config: Config | None = None, data: DataSou
     return build_table(config.sampler, model.schedule, model.model, train)
 
 
-def sample(model: Pretrained, n: int, seed: int = 0, table: StepTable | None = None, batch_size: int = 1024,
-           device: str | None = None, progress: bool = False) -> torch.Tensor:
+def sample(
+    model: Pretrained,
+    n: int,
+    seed: int = 0,
+    table: StepTable | None = None,
+    batch_size: int = 1024,
+    device: str | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """``n`` samples of ``model`` [n, *shape]; sample i depends only on (seed, i), never on the batch size."""
     table = table or sampler_table(model)
     device = device or model.config.device
-    return sample_chain(model.model.to(device), table, n, model.shape, seed=seed, batch_size=batch_size,
-                        device=device, progress=progress)
+    return sample_chain(
+        model.model.to(device),
+        table,
+        n,
+        model.shape,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
 
 
 def check_data(model: Pretrained, data: DataSource) -> None:
     if tuple(data.shape) != tuple(model.shape):
-        hint = "; set data.name, data.path and data.image_size to its training images" if model.kind == "diffusers" \
-            else ""
-        raise FewstepError(f"the model was trained on data of shape {tuple(model.shape)} but the {data.name} data "
-                           f"has shape {tuple(data.shape)}{hint}")
+        hint = (
+            "; set data.name, data.path and data.image_size to its training images" if model.kind == "diffusers" else ""
+        )
+        raise FewstepError(
+            f"the model was trained on data of shape {tuple(model.shape)} but the {data.name} data "
+            f"has shape {tuple(data.shape)}{hint}"
+        )
 
 
-def evaluate(model: Pretrained | None = None, samples: torch.Tensor | None = None, config: Config | None = None,
-             table: StepTable | None = None, progress: bool = False) -> dict:
+def evaluate(
+    model: Pretrained | None = None,
+    samples: torch.Tensor | None = None,
+    config: Config | None = None,
+    table: StepTable | None = None,
+    progress: bool = False,
+) -> dict:
     """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor."""
     config = config or (model.config if model is not None else load_config())
     data = DataSource(config.data)
     evaluator = Evaluator(data, config.evaluate, progress)
     if samples is not None:
         if tuple(samples.shape[1:]) != tuple(data.shape):
-            raise FewstepError(f"the samples have shape {tuple(samples.shape[1:])} per example but the {data.name} "
-                               f"data has {tuple(data.shape)}")
+            raise FewstepError(
+                f"the samples have shape {tuple(samples.shape[1:])} per example but the {data.name} "
+                f"data has {tuple(data.shape)}"
+            )
         return evaluator.score_samples(samples)
     check_data(model, data)
     used = table or sampler_table(model, config, data)
     return evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)[1]
 
 
-def open_run(kind: str, config: Config | None, run_dir: str | Path | None, resume: bool,
-             overrides: list[str] | tuple[str, ...] = (), source: str | None = None) -> Run:
+def open_run(
+    kind: str,
+    config: Config | None,
+    run_dir: str | Path | None,
+    resume: bool,
+    overrides: list[str] | tuple[str, ...] = (),
+    source: str | None = None,
+) -> Run:
     """A new run (``config``) or, with ``resume``, the run in ``run_dir`` with its recorded config."""
     if resume:
         if run_dir is None or not Path(run_dir).is_dir():
@@ -93,8 +126,14 @@ def open_run(kind: str, config: Config | None, run_dir: str | Path | None, resum
     return Run.create(run_dir, config, kind, source)
 
 
-def pretrain(config: Config | None, run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-             overrides: list[str] | tuple[str, ...] = (), run: Run | None = None) -> tuple[Pretrained, Run]:
+def pretrain(
+    config: Config | None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    overrides: list[str] | tuple[str, ...] = (),
+    run: Run | None = None,
+) -> tuple[Pretrained, Run]:
     """Pretrain a DDPM; write the run directory (checkpoint, metrics, figures, summary).
 
     ``run`` continues an open run (e.g. quickstart's) instead of opening ``run_dir``.
@@ -106,21 +145,26 @@ def pretrain(config: Config | None, run_dir: str | Path | None = None, resume: b
     started = time.time()
     result = pretrain_stage(config, run, resume, progress, data)
     schedule = make_schedule(config.schedule.kind, config.schedule.T)
-    model = Pretrained(result.model, config, data.shape, schedule, None, str(run.checkpoint("pretrain")),
-                       {"config": to_dict(config)})
+    model = Pretrained(
+        result.model, config, data.shape, schedule, None, str(run.checkpoint("pretrain")), {"config": to_dict(config)}
+    )
     if run.kind == "pretrain":
         table = sampler_table(model, config, data)
-        lines = report(run, config, data, [(f"DDPM T={config.schedule.T}", result.model, table)], progress,
-                       config.device)
+        lines = report(
+            run, config, data, [(f"DDPM T={config.schedule.T}", result.model, table)], progress, config.device
+        )
         training_curves(run)
-        title = (f"fewstep pretrain ({config.data.name}, {config.schedule.kind} schedule, T={config.schedule.T}, "
-                 f"{config.pretrain.steps} steps)")
+        title = (
+            f"fewstep pretrain ({config.data.name}, {config.schedule.kind} schedule, T={config.schedule.T}, "
+            f"{config.pretrain.steps} steps)"
+        )
         write_summary(run, title, lines, time.time() - started)
     return model, run
 
 
-def finetune_config(model: Pretrained, preset: str = "toy", config_path: str | None = None,
-                    overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def finetune_config(
+    model: Pretrained, preset: str = "toy", config_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """The model's config, then the preset's fine-tuning settings, the YAML file and ``--set`` overrides."""
     if preset not in FINETUNE_PRESETS:
         raise FewstepError(f"unknown preset {preset!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
@@ -132,13 +176,21 @@ def finetune_config(model: Pretrained, preset: str = "toy", config_path: str | N
 
 def check_unchanged(model: Pretrained, config: Config) -> None:
     """A trained model's model and schedule sections cannot be changed by --config or --set."""
-    check_matches({"config": to_dict(model.config)}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")},
-                  model.source)
+    check_matches(
+        {"config": to_dict(model.config)}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")}, model.source
+    )
 
 
-def finetune(model: Pretrained, config: Config | None = None, run_dir: str | Path | None = None,
-             resume: bool = False, progress: bool = True, table: StepTable | None = None,
-             overrides: list[str] | tuple[str, ...] = (), run: Run | None = None) -> tuple[Pretrained, Run]:
+def finetune(
+    model: Pretrained,
+    config: Config | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    table: StepTable | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    run: Run | None = None,
+) -> tuple[Pretrained, Run]:
     """Shortcut fine-tuning of ``model``'s sampler; write the run directory; return the tuned model."""
     run = run or open_run("finetune", config or model.config, run_dir, resume, overrides, model.source)
     config = run.config
@@ -153,12 +205,25 @@ def finetune(model: Pretrained, config: Config | None = None, run_dir: str | Pat
     lines = report(run, config, data, entries, progress, config.device)
     best = tuned.result.best
     if best:
-        lines += ["", f"best held-out {best['metric']} during training: {best['value']:.4g} at iteration "
-                  f"{best['step']} (checkpoints/finetune_best.safetensors)"]
+        lines += [
+            "",
+            f"best held-out {best['metric']} during training: {best['value']:.4g} at iteration "
+            f"{best['step']} (checkpoints/finetune_best.safetensors)",
+        ]
     training_curves(run)
-    title = (f"fewstep {run.kind}: {name} ({config.data.name}, {tuned.table.K}-step {tuned.table.name} sampler, "
-             f"{config.finetune.iterations} iterations, {tuned.result.seconds:.0f} s of training)")
+    title = (
+        f"fewstep {run.kind}: {name} ({config.data.name}, {tuned.table.K}-step {tuned.table.name} sampler, "
+        f"{config.finetune.iterations} iterations, {tuned.result.seconds:.0f} s of training)"
+    )
     write_summary(run, title, lines, time.time() - started)
-    out = Pretrained(tuned.model, config, model.shape, model.schedule, tuned.table, str(run.checkpoint("finetune")),
-                     {**model.meta, "config": to_dict(config)}, model.kind)
+    out = Pretrained(
+        tuned.model,
+        config,
+        model.shape,
+        model.schedule,
+        tuned.table,
+        str(run.checkpoint("finetune")),
+        {**model.meta, "config": to_dict(config)},
+        model.kind,
+    )
     return out, run

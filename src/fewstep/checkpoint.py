@@ -5,6 +5,7 @@ A checkpoint holds named tensors (``model.*``: the weights to sample with; ``tra
 the stage, the step, the config, the data shape, the step table, and a SHA-256 checksum of every
 tensor (name, dtype, shape and bytes), verified on load so that flipped bytes are caught.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """Read a checkpoint written by ``save_checkpoint``; any problem is a one-line ``FewstepError``."""
     path = Path(path)
     if path.is_dir():
-        raise FewstepError(f"checkpoint {path} is a directory, not a .safetensors file "
-                           "(a diffusers pipeline folder needs model_index.json, unet/ and scheduler/)")
+        raise FewstepError(
+            f"checkpoint {path} is a directory, not a .safetensors file "
+            "(a diffusers pipeline folder needs model_index.json, unet/ and scheduler/)"
+        )
     if not path.is_file():
         raise FewstepError(f"checkpoint {path} does not exist")
     try:
@@ -54,8 +57,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             header = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FewstepError(f"checkpoint {path} is corrupted or not a safetensors file "
-                           f"({str(exc).splitlines()[0][:120]})") from None
+        raise FewstepError(
+            f"checkpoint {path} is corrupted or not a safetensors file ({str(exc).splitlines()[0][:120]})"
+        ) from None
     if header.get("format") == "fewstep-checkpoint-v1":
         raise FewstepError(f"checkpoint {path} was written by an older fewstep (format v1); train it again")
     if header.get("format") != FORMAT:
@@ -108,7 +112,9 @@ def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[di
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], extra: dict) -> None:
+def load_optimizer(
+    optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], extra: dict
+) -> None:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "."):

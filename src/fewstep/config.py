@@ -5,6 +5,7 @@ valid range (:mod:`fewstep.fields`). Unknown keys, wrong types, NaN or infinite 
 out-of-range values raise a ``FewstepError`` that names the key. Functions take the section they
 need (``config.finetune``, ``config.sampler``, ...), not the whole config.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,42 +25,67 @@ NEEDS_PATH = ("file", "mnist", "cifar10", "folder")
 
 @dataclass
 class DataConfig:
-    name: str = opt("swiss_roll", "data set: swiss_roll, moons, gaussian, file (your .npy/.npz/.csv array [N, D]); "
-                    "images: digits (sklearn 8x8, embedded), mnist (IDX), cifar10 (python batches), folder "
-                    "(PNG/JPEG)", choices=DATASETS)
+    name: str = opt(
+        "swiss_roll",
+        "data set: swiss_roll, moons, gaussian, file (your .npy/.npz/.csv array [N, D]); "
+        "images: digits (sklearn 8x8, embedded), mnist (IDX), cifar10 (python batches), folder "
+        "(PNG/JPEG)",
+        choices=DATASETS,
+    )
     path: str | None = opt(None, "the array file when name is 'file'; the directory of mnist, cifar10 or folder images")
-    image_size: int | None = opt(None, "resize images to this square size (null = keep; folder images of mixed "
-                                 "sizes need it)", min=1, max=4096)
+    image_size: int | None = opt(
+        None, "resize images to this square size (null = keep; folder images of mixed sizes need it)", min=1, max=4096
+    )
     n_train: int = opt(10_000, "training points drawn from a toy data set (App. F.1: 10K)", min=2, max=10_000_000)
-    heldout_fraction: float = opt(0.2, "share of a finite data set (file, images) held out for evaluation and the "
-                                  "noise floor; toy sets draw fresh points instead", min=0.0, max=0.9)
+    heldout_fraction: float = opt(
+        0.2,
+        "share of a finite data set (file, images) held out for evaluation and the "
+        "noise floor; toy sets draw fresh points instead",
+        min=0.0,
+        max=0.9,
+    )
     seed: int = opt(0, "seed of the training draw and of the held-out split (evaluation uses other seeds)", min=0)
 
 
 @dataclass
 class ScheduleConfig:
-    kind: str = opt("sigmoid", "noise schedule: linear (Ho et al.), cosine (Nichol-Dhariwal), sigmoid (paper toys); "
-                    "diffusers (the betas recorded with a diffusers model)",
-                    choices=("linear", "cosine", "sigmoid", "diffusers"))
+    kind: str = opt(
+        "sigmoid",
+        "noise schedule: linear (Ho et al.), cosine (Nichol-Dhariwal), sigmoid (paper toys); "
+        "diffusers (the betas recorded with a diffusers model)",
+        choices=("linear", "cosine", "sigmoid", "diffusers"),
+    )
     T: int = opt(10, "number of diffusion steps the model is trained with", min=1, max=100_000)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = opt("mlp", "epsilon-model: mlp (vectors, App. F.1), unet (images, Ho et al. U-Net) or diffusers (a "
-                    "UNet2DModel loaded with its pipeline folder)", choices=("mlp", "unet", "diffusers"))
-    hidden: list[int] = opt([128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128)",
-                            min=1, max=65_536)
+    kind: str = opt(
+        "mlp",
+        "epsilon-model: mlp (vectors, App. F.1), unet (images, Ho et al. U-Net) or diffusers (a "
+        "UNet2DModel loaded with its pipeline folder)",
+        choices=("mlp", "unet", "diffusers"),
+    )
+    hidden: list[int] = opt(
+        [128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128)", min=1, max=65_536
+    )
     activation: str = opt("softplus", "activation of the epsilon-MLP", choices=("softplus", "relu", "silu"))
     time_dim: int = opt(32, "size of the sinusoidal time features", min=2, max=4096)
     channels: int = opt(32, "U-Net base width (Ho et al.: 128 on CIFAR-10)", min=1, max=4096)
-    channel_mult: list[int] = opt([1, 2], "U-Net width multipliers, one per resolution level (each halves the size)",
-                                  min=1, max=64)
+    channel_mult: list[int] = opt(
+        [1, 2], "U-Net width multipliers, one per resolution level (each halves the size)", min=1, max=64
+    )
     num_res_blocks: int = opt(1, "U-Net residual blocks per level (Ho et al.: 2)", min=1, max=64)
-    attention_resolutions: list[int] = opt([], "U-Net activation heights that get self-attention (Ho et al.: [16]); "
-                                           "the middle block always has it", min=1)
-    dropout: float = opt(0.0, "U-Net dropout in residual blocks (Ho et al.: 0.1 on CIFAR-10); sampling and "
-                         "fine-tuning run the network in eval mode", min=0.0, max=0.99)
+    attention_resolutions: list[int] = opt(
+        [], "U-Net activation heights that get self-attention (Ho et al.: [16]); the middle block always has it", min=1
+    )
+    dropout: float = opt(
+        0.0,
+        "U-Net dropout in residual blocks (Ho et al.: 0.1 on CIFAR-10); sampling and "
+        "fine-tuning run the network in eval mode",
+        min=0.0,
+        max=0.99,
+    )
 
 
 @dataclass
@@ -67,8 +93,11 @@ class PretrainConfig:
     steps: int = opt(20_000, "optimiser steps of DDPM pretraining", min=1, max=1_000_000_000)
     batch_size: int = opt(256, "examples per step (drawn with replacement)", min=1, max=1_000_000)
     lr: float = opt(1e-3, "Adam learning rate", above=0.0, max=10.0)
-    lr_schedule: str = opt("constant", "learning-rate schedule over the steps: constant, linear or cosine decay to 0",
-                           choices=("constant", "linear", "cosine"))
+    lr_schedule: str = opt(
+        "constant",
+        "learning-rate schedule over the steps: constant, linear or cosine decay to 0",
+        choices=("constant", "linear", "cosine"),
+    )
     ema_decay: float = opt(0.999, "decay of the EMA weights used for sampling (0 disables)", min=0.0, max=0.999999)
     log_every: int = opt(100, "steps between metric lines", min=1)
     eval_every: int | None = opt(None, "steps between sample-quality evaluations (null: only at the end)", min=1)
@@ -77,20 +106,40 @@ class PretrainConfig:
 
 @dataclass
 class EvalConfig:
-    n_samples: int = opt(10_000, "generated points compared with as many data points (paper: 10K); finite data sets "
-                         "are limited to half their held-out split", min=2, max=10_000_000)
-    train_samples: int = opt(2_000, "samples of the evaluations during training (pretraining, fine-tuning, Phase 2); "
-                             "the final evaluation uses n_samples", min=2, max=1_000_000)
-    repeats: int = opt(1, "independent draws (sample seed and data draw) averaged, reported with their spread",
-                       min=1, max=100)
-    exact_w2_max: int = opt(10_000, "exact W2 only up to this many points (its cost grows as n^2 memory, n^3 time); "
-                            "sliced W2 and precision/recall are always computed", min=0, max=50_000)
+    n_samples: int = opt(
+        10_000,
+        "generated points compared with as many data points (paper: 10K); finite data sets "
+        "are limited to half their held-out split",
+        min=2,
+        max=10_000_000,
+    )
+    train_samples: int = opt(
+        2_000,
+        "samples of the evaluations during training (pretraining, fine-tuning, Phase 2); "
+        "the final evaluation uses n_samples",
+        min=2,
+        max=1_000_000,
+    )
+    repeats: int = opt(
+        1, "independent draws (sample seed and data draw) averaged, reported with their spread", min=1, max=100
+    )
+    exact_w2_max: int = opt(
+        10_000,
+        "exact W2 only up to this many points (its cost grows as n^2 memory, n^3 time); "
+        "sliced W2 and precision/recall are always computed",
+        min=0,
+        max=50_000,
+    )
     sliced_projections: int = opt(100, "random directions of sliced W2", min=1, max=100_000)
-    max_iter: int = opt(10_000_000, "network-simplex iterations of exact W2 (POT's default stops early)",
-                        min=1000, max=1_000_000_000)
+    max_iter: int = opt(
+        10_000_000, "network-simplex iterations of exact W2 (POT's default stops early)", min=1000, max=1_000_000_000
+    )
     neighbours: int = opt(5, "k of the k-nearest-neighbour precision, recall, density and coverage", min=1, max=100)
-    features: str = opt("classifier", "image features of FID/KID/precision: classifier (a small CNN trained on the data "
-                        "set's labels and cached) or the path of a local Inception weights file")
+    features: str = opt(
+        "classifier",
+        "image features of FID/KID/precision: classifier (a small CNN trained on the data "
+        "set's labels and cached) or the path of a local Inception weights file",
+    )
     batch_size: int = opt(1024, "samples per batch when sampling for evaluation", min=1, max=1_000_000)
     seed: int = opt(12_345, "seed of evaluation draws (samples and data)", min=0)
 
@@ -99,45 +148,79 @@ class EvalConfig:
 class FinetuneConfig:
     """Shortcut fine-tuning (paper Section 4, Algorithm 1); defaults are the paper's toy settings (App. F.1)."""
 
-    estimator: str = opt("pg_baseline", "generator gradient: pg_baseline (eq. 20), pg (eq. 15, no baseline), "
-                         "pathwise (SFT, eq. 14)", choices=("pg_baseline", "pg", "pathwise"))
-    critic_reg: str = opt("baseline", "critic regulariser: baseline (R_B of eq. 23, 'SFT-PG (B)') or gp (gradient "
-                          "penalty, eq. 22)", choices=("baseline", "gp"))
+    estimator: str = opt(
+        "pg_baseline",
+        "generator gradient: pg_baseline (eq. 20), pg (eq. 15, no baseline), pathwise (SFT, eq. 14)",
+        choices=("pg_baseline", "pg", "pathwise"),
+    )
+    critic_reg: str = opt(
+        "baseline",
+        "critic regulariser: baseline (R_B of eq. 23, 'SFT-PG (B)') or gp (gradient penalty, eq. 22)",
+        choices=("baseline", "gp"),
+    )
     iterations: int = opt(2_000, "outer iterations of Algorithm 1", min=1, max=100_000_000)
-    batch_size: int = opt(64, "m: trajectories per critic round, data points per round, buffer steps per generator "
-                          "round", min=1, max=1_000_000)
+    batch_size: int = opt(
+        64,
+        "m: trajectories per critic round, data points per round, buffer steps per generator round",
+        min=1,
+        max=1_000_000,
+    )
     n_critic: int = opt(5, "critic/baseline rounds per iteration (n_critic)", min=1, max=1000)
     n_generator: int = opt(1, "generator rounds per iteration (n_generator; images: 10)", min=1, max=1000)
     lam: float = opt(0.1, "lambda of eq. 23 weighting R_B in the critic objective (images: 1.0)", min=0.0)
     gp_weight: float = opt(0.001, "eta of the gradient penalty eq. 22 (paper's best: 0.001)", min=0.0)
-    clip: float | None = opt(None, "gamma: clip the generator's gradient norm (Section 4.2); null = no clipping "
-                             "(images: 0.1)", above=0.0)
+    clip: float | None = opt(
+        None, "gamma: clip the generator's gradient norm (Section 4.2); null = no clipping (images: 0.1)", above=0.0
+    )
     lr_generator: float = opt(5e-5, "Adam learning rate of the generator theta (images: 1e-6)", above=0.0, max=10.0)
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
     lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", above=0.0, max=10.0)
-    critic_hidden: list[int] = opt([128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, "
-                                   "ReLU)", min=1, max=65_536)
-    baseline_hidden: list[int] = opt([128, 128], "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1; images: "
-                                     "1024, 1024, 256)", min=1, max=65_536)
-    critic_channels: list[int] = opt([64, 128, 256], "images: widths of the conv critic's three stride-2 layers "
-                                     "(App. F.2: 256, 512, 1024)", min=1, max=65_536)
-    lr_schedule: str = opt("constant", "generator learning-rate schedule over the iterations: constant (paper), "
-                           "linear or cosine decay to 0", choices=("constant", "linear", "cosine"))
-    ema_decay: float = opt(0.0, "EMA of the generator weights used for sampling (not in the paper; 0 = off)",
-                           min=0.0, max=0.999999)
+    critic_hidden: list[int] = opt(
+        [128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)", min=1, max=65_536
+    )
+    baseline_hidden: list[int] = opt(
+        [128, 128],
+        "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1; images: 1024, 1024, 256)",
+        min=1,
+        max=65_536,
+    )
+    critic_channels: list[int] = opt(
+        [64, 128, 256],
+        "images: widths of the conv critic's three stride-2 layers (App. F.2: 256, 512, 1024)",
+        min=1,
+        max=65_536,
+    )
+    lr_schedule: str = opt(
+        "constant",
+        "generator learning-rate schedule over the iterations: constant (paper), linear or cosine decay to 0",
+        choices=("constant", "linear", "cosine"),
+    )
+    ema_decay: float = opt(
+        0.0, "EMA of the generator weights used for sampling (not in the paper; 0 = off)", min=0.0, max=0.999999
+    )
     critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", above=0.0)
     log_every: int = opt(50, "iterations between metric lines", min=1)
     eval_every: int = opt(100, "iterations between evaluations on the held-out data during fine-tuning", min=1)
-    divergence_factor: float = opt(20.0, "divergence guard: stop when the held-out score grows past this multiple of "
-                                   "its first value", above=1.0)
+    divergence_factor: float = opt(
+        20.0, "divergence guard: stop when the held-out score grows past this multiple of its first value", above=1.0
+    )
     checkpoint_every: int = opt(500, "iterations between checkpoints (for --resume)", min=1)
 
 
 FINETUNE_PRESETS = {
     "toy": {},
-    "images": {"lam": 1.0, "n_critic": 5, "n_generator": 10, "clip": 0.1, "lr_generator": 1e-6,
-               "lr_critic": 1e-4, "lr_baseline": 1e-4, "batch_size": 128,
-               "critic_channels": [256, 512, 1024], "baseline_hidden": [1024, 1024, 256]},
+    "images": {
+        "lam": 1.0,
+        "n_critic": 5,
+        "n_generator": 10,
+        "clip": 0.1,
+        "lr_generator": 1e-6,
+        "lr_critic": 1e-4,
+        "lr_baseline": 1e-4,
+        "batch_size": 128,
+        "critic_channels": [256, 512, 1024],
+        "baseline_hidden": [1024, 1024, 256],
+    },
 }
 """Paper settings (Section 6.1, App. F): toy defaults are the dataclass defaults."""
 
@@ -147,10 +230,15 @@ class ScheduleOptConfig:
     """Few-step schedule optimisation: the discretisation loss (Phase 1) and fine-tuning at the steps (Phase 2)."""
 
     steps: int = opt(4, "number of model evaluations K of the optimised sampler (NFE)", min=1, max=10_000)
-    method: str = opt("dp", "Phase 1 optimiser: dp (exact on a grid of candidate times) or adam (cumulative-softmax "
-                      "logits, early-stopped on held-out sliced W2)", choices=("dp", "adam"))
-    grid_size: int = opt(200, "candidate times per spacing of the dp grid (union of time- and log-SNR-uniform)",
-                         min=3, max=100_000)
+    method: str = opt(
+        "dp",
+        "Phase 1 optimiser: dp (exact on a grid of candidate times) or adam (cumulative-softmax "
+        "logits, early-stopped on held-out sliced W2)",
+        choices=("dp", "adam"),
+    )
+    grid_size: int = opt(
+        200, "candidate times per spacing of the dp grid (union of time- and log-SNR-uniform)", min=3, max=100_000
+    )
     n_mc: int = opt(2048, "training points of the Monte-Carlo estimate of the loss on the grid", min=1)
     init_spacing: str = opt("logsnr", "initial schedule of adam", choices=("uniform", "quadratic", "logsnr", "karras"))
     adam_steps: int = opt(300, "Adam iterations of the adam optimiser", min=0)
@@ -160,11 +248,13 @@ class ScheduleOptConfig:
     patience: int = opt(4, "evaluations without improvement before adam stops", min=1)
     eval_samples: int = opt(2000, "samples and held-out data points of the early-stopping metric", min=2)
     finetune_steps: int = opt(1000, "Phase 2 optimiser steps per round", min=0)
-    finetune_lr: float = opt(1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)",
-                             above=0.0)
+    finetune_lr: float = opt(
+        1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)", above=0.0
+    )
     finetune_batch: int = opt(256, "Phase 2 training points per step", min=1)
-    weighting: str = opt("uniform", "Phase 2 weights of the K steps: uniform, or w (the loss weights w_i)",
-                         choices=("uniform", "w"))
+    weighting: str = opt(
+        "uniform", "Phase 2 weights of the K steps: uniform, or w (the loss weights w_i)", choices=("uniform", "w")
+    )
     rounds: int = opt(1, "rounds R of (Phase 1, Phase 2) in `fewstep schedule finetune`", min=1, max=1000)
 
 
@@ -172,8 +262,13 @@ class ScheduleOptConfig:
 class Config:
     seed: int = opt(0, "seed of the run: model initialisation, minibatches, noise", min=0)
     device: str = opt("cpu", "torch device: cpu, cuda or cuda:N")
-    threads: int = opt(0, "torch CPU threads; 0 = auto: 1 for vector data (small MLP ops lose to threading "
-                       "overhead), all cores for images", min=0, max=1024)
+    threads: int = opt(
+        0,
+        "torch CPU threads; 0 = auto: 1 for vector data (small MLP ops lose to threading "
+        "overhead), all cores for images",
+        min=0,
+        max=1024,
+    )
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -234,8 +329,9 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                base: dict | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None
+) -> Config:
     """The checked config: ``base`` (a config dict such as a checkpoint's or a run's; default: the
     defaults), updated by the YAML file at ``path``, then by ``overrides``."""
     data: dict = copy.deepcopy(base) if base else {}
@@ -264,6 +360,20 @@ def describe() -> list[str]:
     return describe_fields(Config)
 
 
-__all__ = ["Config", "DataConfig", "EvalConfig", "FINETUNE_PRESETS", "FinetuneConfig", "ModelConfig",
-           "PretrainConfig", "SamplerConfig", "ScheduleConfig", "ScheduleOptConfig", "describe", "from_dict",
-           "load_config", "to_dict", "validate"]
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "FINETUNE_PRESETS",
+    "FinetuneConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "SamplerConfig",
+    "ScheduleConfig",
+    "ScheduleOptConfig",
+    "describe",
+    "from_dict",
+    "load_config",
+    "to_dict",
+    "validate",
+]

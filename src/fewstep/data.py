@@ -6,6 +6,7 @@ pure functions of ``(n, seed)``, so training, evaluation and the floor use indep
 finite set (a file, images) is split once, by ``data.seed``, into a training part and a held-out
 part (``data.heldout_fraction``); evaluation and the floor only ever see the held-out part.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -102,8 +103,10 @@ class DataSource:
         perm = torch.randperm(len(everything), generator=torch.Generator().manual_seed(config.seed))
         n_heldout = int(round(config.heldout_fraction * len(everything)))
         if 0 < n_heldout < 4:
-            raise FewstepError(f"data.heldout_fraction={config.heldout_fraction} holds out {n_heldout} of "
-                               f"{len(everything)} examples; at least 4 are needed (or 0 to score on training data)")
+            raise FewstepError(
+                f"data.heldout_fraction={config.heldout_fraction} holds out {n_heldout} of "
+                f"{len(everything)} examples; at least 4 are needed (or 0 to score on training data)"
+            )
         train_idx, heldout_idx = perm[n_heldout:], perm[:n_heldout]
         self._train = everything[train_idx]
         self._heldout = everything[heldout_idx] if n_heldout else self._train
@@ -142,7 +145,7 @@ class DataSource:
             return toy_data(self.name, n, seed), toy_data(self.name, n, seed + 1)
         perm = torch.randperm(len(self._heldout), generator=torch.Generator().manual_seed(seed))
         half = min(n, len(self._heldout) // 2)
-        return self._heldout[perm[:half]], self._heldout[perm[half: 2 * half]]
+        return self._heldout[perm[:half]], self._heldout[perm[half : 2 * half]]
 
     def describe(self) -> str:
         """The data set and its split, for reports."""

@@ -14,6 +14,7 @@ full-batch mean loss, so N processes with batch B / N each take the same optimis
 process with batch B, up to floating-point summation order. Drawing B random numbers instead of
 B / N is negligible next to the network's cost.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ fields are made by :func:`opt`: a default, a help string (shown by ``fewstep con
 unknown keys, wrong types, NaN or infinite numbers and out-of-range values with a
 ``FewstepError`` that names the key.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,11 +4,10 @@ A *pretrained model* is a fewstep checkpoint (``.safetensors``) or a diffusers p
 :func:`load_pretrained` opens either and returns the epsilon-model with its config, data shape,
 recorded step table (if any) and noise schedule.
 """
+
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,8 +16,9 @@ from .checkpoint import check_matches, load_checkpoint, load_module, module_tens
 from .config import Config, FinetuneConfig, ModelConfig, from_dict, to_dict
 from .errors import FewstepError
 from .nets import MLP, TimeMLP
-from .schedules import NoiseSchedule, make_schedule
-from .steps import StepTable, table_from_dict
+from .schedules import make_schedule
+from .pretrained import Pretrained
+from .steps import table_from_dict
 
 
 def set_threads(threads: int, shape: tuple[int, ...]) -> None:
@@ -38,16 +38,26 @@ def adam(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.A
 def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module:
     """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
     if cfg.kind == "diffusers":
-        raise FewstepError("model.kind=diffusers is a model loaded from a diffusers pipeline folder; it cannot be "
-                           "trained from scratch (use model.kind=unet)")
+        raise FewstepError(
+            "model.kind=diffusers is a model loaded from a diffusers pipeline folder; it cannot be "
+            "trained from scratch (use model.kind=unet)"
+        )
     if cfg.kind == "unet":
         from .images.unet import UNet
 
         if len(shape) != 3:
-            raise FewstepError(f"the U-Net epsilon-model (model.kind=unet) takes images [C, H, W]; the data has "
-                               f"shape {shape}")
-        return UNet(shape[0], shape[1], cfg.channels, cfg.channel_mult, cfg.num_res_blocks,
-                    cfg.attention_resolutions, cfg.dropout)
+            raise FewstepError(
+                f"the U-Net epsilon-model (model.kind=unet) takes images [C, H, W]; the data has shape {shape}"
+            )
+        return UNet(
+            shape[0],
+            shape[1],
+            cfg.channels,
+            cfg.channel_mult,
+            cfg.num_res_blocks,
+            cfg.attention_resolutions,
+            cfg.dropout,
+        )
     if len(shape) != 1:
         hint = "; set model.kind=unet for images" if len(shape) == 3 else ""
         raise FewstepError(f"the MLP epsilon-model takes vectors; the data has shape {shape}{hint}")
@@ -88,24 +98,15 @@ class EMA:
             b_ema.copy_(b)
 
 
-@dataclass
-class Pretrained:
-    """A loaded model: the epsilon-model, the config it was made with, its data shape, its noise
-    schedule, the step table it samples with (None: build it from ``config.sampler``), and where
-    it came from."""
-
-    model: torch.nn.Module
-    config: Config
-    shape: tuple[int, ...]
-    schedule: NoiseSchedule
-    table: StepTable | None
-    source: str
-    meta: dict = dataclasses.field(default_factory=dict)
-    kind: str = "fewstep"
-
-
-def save_model(path: str | Path, model: torch.nn.Module, config: Config, shape, stage: str,
-               extra_tensors: dict | None = None, extra_meta: dict | None = None) -> None:
+def save_model(
+    path: str | Path,
+    model: torch.nn.Module,
+    config: Config,
+    shape,
+    stage: str,
+    extra_tensors: dict | None = None,
+    extra_meta: dict | None = None,
+) -> None:
     """A checkpoint whose ``model.*`` tensors are the weights to sample with."""
     tensors = module_tensors("model", model)
     tensors.update(extra_tensors or {})
@@ -129,8 +130,9 @@ def load_pretrained(path: str | Path, config: Config | None = None) -> Pretraine
         return load_diffusers_pretrained(path, config)
     tensors, meta = load_checkpoint(path)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("shape"), list):
-        raise FewstepError(f"checkpoint {path} holds no model record (config and data shape); it is damaged or "
-                           "not a model checkpoint")
+        raise FewstepError(
+            f"checkpoint {path} holds no model record (config and data shape); it is damaged or not a model checkpoint"
+        )
     try:
         saved = from_dict(Config, meta["config"])
     except FewstepError as exc:

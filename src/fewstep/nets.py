@@ -7,6 +7,7 @@
 Time enters through sinusoidal features of the (integer or continuous) model time, projected and
 added to every hidden layer, so the same network serves any step table.
 """
+
 from __future__ import annotations
 
 import math

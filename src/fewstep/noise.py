@@ -16,6 +16,7 @@ Philox4x32-10 works on 32-bit words; torch has little uint32 arithmetic, so word
 The implementation is checked against the Random123 known-answer vectors.
 Gaussians come from the Box-Muller transform of pairs of 32-bit uniforms, in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,11 @@ PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 
 
-KNOWN_ANSWER = ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-                (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))
+KNOWN_ANSWER = (
+    (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+    (0xA4093822, 0x299F31D0),
+    (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+)
 """A Random123 known-answer vector of Philox4x32-10: (counter, key, output)."""
 _CHECKED: set[str] = set()
 
@@ -48,8 +52,12 @@ def philox4x32(counter: Sequence[torch.Tensor], key: tuple[int, int], rounds: in
         if r:
             k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
         product0, product1 = c0 * PHILOX_M[0], c2 * PHILOX_M[1]
-        c0, c1, c2, c3 = ((product1 >> 32) & MASK32) ^ c1 ^ k0, product1 & MASK32, \
-            ((product0 >> 32) & MASK32) ^ c3 ^ k1, product0 & MASK32
+        c0, c1, c2, c3 = (
+            ((product1 >> 32) & MASK32) ^ c1 ^ k0,
+            product1 & MASK32,
+            ((product0 >> 32) & MASK32) ^ c3 ^ k1,
+            product0 & MASK32,
+        )
     return [c0, c1, c2, c3]
 
 
@@ -70,8 +78,14 @@ def seed_key(seed: int) -> tuple[int, int]:
     return int(state[0]), int(state[1])
 
 
-def gaussian_noise(seed: int, indices: torch.Tensor, step: int, shape: Sequence[int],
-                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_noise(
+    seed: int,
+    indices: torch.Tensor,
+    step: int,
+    shape: Sequence[int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal noise [len(indices), *shape]: row r is sample ``indices[r]``'s noise at ``step``.
 
     A pure function of (seed, sample index, step): the same row comes out for a sample whatever
@@ -90,6 +104,7 @@ def gaussian_noise(seed: int, indices: torch.Tensor, step: int, shape: Sequence[
     u = [(w.to(torch.float64) + 1.0) / 2.0**32 for w in words]
     radius_a, radius_b = (-2.0 * u[0].log()).sqrt(), (-2.0 * u[2].log()).sqrt()
     angle_a, angle_b = 2.0 * math.pi * u[1], 2.0 * math.pi * u[3]
-    normals = torch.stack([radius_a * angle_a.cos(), radius_a * angle_a.sin(),
-                           radius_b * angle_b.cos(), radius_b * angle_b.sin()], dim=2)
+    normals = torch.stack(
+        [radius_a * angle_a.cos(), radius_a * angle_a.sin(), radius_b * angle_b.cos(), radius_b * angle_b.sin()], dim=2
+    )
     return normals.reshape(len(indices), 4 * blocks)[:, :size].reshape(len(indices), *shape).to(dtype)

@@ -2,6 +2,7 @@
 
 Every figure that shows samples says what they score and the noise floor in its titles.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,13 @@ def _save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def scatter(panels: Sequence[tuple[str, torch.Tensor]], data: torch.Tensor, path: str | Path,
-            max_points: int = 10_000, suptitle: str | None = None) -> None:
+def scatter(
+    panels: Sequence[tuple[str, torch.Tensor]],
+    data: torch.Tensor,
+    path: str | Path,
+    max_points: int = 10_000,
+    suptitle: str | None = None,
+) -> None:
     """One panel per (title, generated points): data in red, generated in blue (Fig. 4 style)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3), squeeze=False)
     d = _np(data)[:max_points]
@@ -57,8 +63,13 @@ def scatter(panels: Sequence[tuple[str, torch.Tensor]], data: torch.Tensor, path
     _save(fig, path)
 
 
-def sampling_paths(panels: Sequence[tuple[str, torch.Tensor]], path: str | Path, data: torch.Tensor | None = None,
-                   target=None, max_paths: int = 50) -> None:
+def sampling_paths(
+    panels: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    data: torch.Tensor | None = None,
+    target=None,
+    max_paths: int = 50,
+) -> None:
     """Every step of the sampling chains, darker towards the final sample (Fig. 7 style), over the data.
 
     Each panel's tensor is a trajectory ``x`` of shape [K + 1, n, 2] (``Trajectory.x``).
@@ -73,8 +84,14 @@ def sampling_paths(panels: Sequence[tuple[str, torch.Tensor]], path: str | Path,
         for i in range(xs.shape[1]):
             ax.plot(xs[:, i, 0], xs[:, i, 1], color="0.8", lw=0.5, zorder=1)
         for k in range(K + 1):
-            ax.scatter(xs[k, :, 0], xs[k, :, 1], s=8, color=plt.cm.Blues(0.25 + 0.75 * k / max(K, 1)), zorder=2,
-                       label="x_T" if k == 0 else ("x_0" if k == K else None))
+            ax.scatter(
+                xs[k, :, 0],
+                xs[k, :, 1],
+                s=8,
+                color=plt.cm.Blues(0.25 + 0.75 * k / max(K, 1)),
+                zorder=2,
+                label="x_T" if k == 0 else ("x_0" if k == K else None),
+            )
         if target is not None:
             ax.scatter([target[0]], [target[1]], s=60, c="red", marker="*", zorder=3, label="data centre")
         ax.set_title(title, fontsize=9)
@@ -84,13 +101,20 @@ def sampling_paths(panels: Sequence[tuple[str, torch.Tensor]], path: str | Path,
     _save(fig, path)
 
 
-def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, xlabel: str, ylabel: str,
-           floor: float | None = None, logy: bool = False, title: str | None = None,
-           spread: dict[str, Sequence[float]] | None = None) -> None:
+def curves(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    floor: float | None = None,
+    logy: bool = False,
+    title: str | None = None,
+    spread: dict[str, Sequence[float]] | None = None,
+) -> None:
     """Lines ``name -> (x, y)`` (with a +-1 sd band from ``spread``), and the noise floor as a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (x, y) in series.items():
-        line, = ax.plot(x, y, label=name, marker="o" if len(x) < 20 else None, ms=3)
+        (line,) = ax.plot(x, y, label=name, marker="o" if len(x) < 20 else None, ms=3)
         if spread and name in spread:
             y, sd = np.asarray(y, dtype=float), np.asarray(spread[name], dtype=float)
             ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.2)
@@ -135,7 +159,9 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int 
     im.save(path)
 
 
-def grid_figure(panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, float], path: str | Path, nrow: int = 8) -> None:
+def grid_figure(
+    panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, float], path: str | Path, nrow: int = 8
+) -> None:
     """Sample grids side by side (titles carry each method's scores), the noise floor in the title."""
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
     for ax, (title, images) in zip(axes[0], panels):
@@ -143,7 +169,10 @@ def grid_figure(panels: Sequence[tuple[str, torch.Tensor]], floor: dict[str, flo
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.suptitle("noise floor (two halves of real data): " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in floor.items()), fontsize=9)
+    fig.suptitle(
+        "noise floor (two halves of real data): " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in floor.items()),
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.9))  # leave the top row to the floor line
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

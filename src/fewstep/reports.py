@@ -4,6 +4,7 @@ A report scores each sampler beside the noise floor with the metrics of the data
 scores to ``metrics.jsonl``, draws the figures the data allows (scatter and sampling paths for
 2-D points, sample grids for images) and returns Markdown lines for the summary.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,16 @@ from .rollout import SeededNoise, eval_mode, rollout
 from .runs import Run
 from .steps import StepTable
 
-LABELS = {"w2": "W2", "sw2": "sliced W2", "fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
-          "density": "density", "coverage": "coverage"}
+LABELS = {
+    "w2": "W2",
+    "sw2": "sliced W2",
+    "fid": "FID",
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "density": "density",
+    "coverage": "coverage",
+}
 
 
 def _cell(result: dict, key: str, part: str = "model") -> str:
@@ -29,12 +38,21 @@ def _cell(result: dict, key: str, part: str = "model") -> str:
 
 
 def _short(result: dict, keys: tuple[str, ...]) -> str:
-    return ", ".join(f"{LABELS[k]} {result['model'][k]:.4g}" for k in keys
-                     if not (isinstance(result["model"][k], float) and math.isnan(result["model"][k])))
+    return ", ".join(
+        f"{LABELS[k]} {result['model'][k]:.4g}"
+        for k in keys
+        if not (isinstance(result["model"][k], float) and math.isnan(result["model"][k]))
+    )
 
 
-def report(run: Run, config, data, entries: list[tuple[str, torch.nn.Module, StepTable]], progress: bool = False,
-           device: str = "cpu") -> list[str]:
+def report(
+    run: Run,
+    config,
+    data,
+    entries: list[tuple[str, torch.nn.Module, StepTable]],
+    progress: bool = False,
+    device: str = "cpu",
+) -> list[str]:
     """Score each (name, model, table); log, draw, and return Markdown lines with the floor."""
     evaluator = Evaluator(data, config.evaluate, progress)
     keys = METRICS[evaluator.kind][:2] + ("precision", "recall")
@@ -56,12 +74,18 @@ def report(run: Run, config, data, entries: list[tuple[str, torch.nn.Module, Ste
                 paths.append((f"{name}, {table.K} steps", rollout(model, table, noise).x))
         sampling_paths(paths, run.figure("sampling_path"), data=reference)
     elif data.kind == "images":
-        grid_figure([(title, x[:64]) for title, x in panels], {k: result["floor"][k] for k in keys[:2]},
-                    run.figure("samples"))
+        grid_figure(
+            [(title, x[:64]) for title, x in panels], {k: result["floor"][k] for k in keys[:2]}, run.figure("samples")
+        )
     header = "| sampler | " + " | ".join(LABELS[k] for k in keys) + " |"
     spread = f", mean +- sd over {result['repeats']} draws" if result["repeats"] > 1 else ""
-    return [f"{data.describe()}; {result['n']} samples against as many held-out points{spread}", "",
-            header, "|---|" + "---|" * len(keys), *rows]
+    return [
+        f"{data.describe()}; {result['n']} samples against as many held-out points{spread}",
+        "",
+        header,
+        "|---|" + "---|" * len(keys),
+        *rows,
+    ]
 
 
 def training_curves(run: Run) -> list[str]:
@@ -69,18 +93,28 @@ def training_curves(run: Run) -> list[str]:
     names = []
     losses = [r for r in run.metrics("pretrain") if r.get("loss") is not None]
     if losses:
-        curves({"pretrain loss": ([r["step"] for r in losses], [r["loss"] for r in losses])},
-               run.figure("pretrain_loss"), "step", "epsilon loss", logy=True)
+        curves(
+            {"pretrain loss": ([r["step"] for r in losses], [r["loss"] for r in losses])},
+            run.figure("pretrain_loss"),
+            "step",
+            "epsilon loss",
+            logy=True,
+        )
         names.append("figures/pretrain_loss.png")
     for stage in ("pretrain", "finetune", "phase2"):
         scored = [r for r in run.metrics(stage) if r.get("eval_n")]
         key = next((k for k in ("fid", "w2", "sw2") if scored and scored[-1].get(k) is not None), None)
         if key is None:
             continue
-        curves({stage: ([r["step"] for r in scored], [r[key] for r in scored])}, run.figure(f"{stage}_{key}"),
-               "step" if stage != "finetune" else "iteration", f"held-out {LABELS[key]} ({scored[-1]['eval_n']} samples)",
-               floor=scored[-1].get(f"floor_{key}"), logy=True,
-               title=f"noise floor at the same {scored[-1]['eval_n']} samples dashed")
+        curves(
+            {stage: ([r["step"] for r in scored], [r[key] for r in scored])},
+            run.figure(f"{stage}_{key}"),
+            "step" if stage != "finetune" else "iteration",
+            f"held-out {LABELS[key]} ({scored[-1]['eval_n']} samples)",
+            floor=scored[-1].get(f"floor_{key}"),
+            logy=True,
+            title=f"noise floor at the same {scored[-1]['eval_n']} samples dashed",
+        )
         names.append(f"figures/{stage}_{key}.png")
     return names
 

@@ -10,6 +10,7 @@ counter-based stream (:mod:`fewstep.noise`), so sample i depends only on (seed, 
 size while memory stays O(batch x sample size); :class:`GeneratorNoise` draws from one run-level
 generator (training rollouts, whose state is checkpointed); :class:`TensorNoise` replays a block.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,9 +80,14 @@ def _column(values: torch.Tensor, k: torch.Tensor, like: torch.Tensor) -> torch.
     return values.to(like.device)[k].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-def step_mean(model: EpsModel, table: StepTable, x: torch.Tensor, k: torch.Tensor | int,
-              eps_prev: torch.Tensor | None = None, x_prev: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def step_mean(
+    model: EpsModel,
+    table: StepTable,
+    x: torch.Tensor,
+    k: torch.Tensor | int,
+    eps_prev: torch.Tensor | None = None,
+    x_prev: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of step ``k`` from ``x`` (``k`` an int or one index per row) and the model output.
 
     mean = a[k] x + b[k] eps(x, t[k]) (+ c[k] eps_prev + d[k] x_prev for multistep tables). With
@@ -119,8 +125,9 @@ def gaussian_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return per_dim.flatten(1).sum(dim=1)
 
 
-def step_log_prob(model: EpsModel, table: StepTable, x: torch.Tensor, x_next: torch.Tensor,
-                  k: torch.Tensor | int) -> torch.Tensor:
+def step_log_prob(
+    model: EpsModel, table: StepTable, x: torch.Tensor, x_next: torch.Tensor, k: torch.Tensor | int
+) -> torch.Tensor:
     """log p_theta(x_next | x) of step ``k`` under the table (eq. 3), summed over dimensions: [B].
 
     Used to re-score steps drawn from a buffer; differentiable in the model's parameters.
@@ -136,8 +143,9 @@ def step_log_prob(model: EpsModel, table: StepTable, x: torch.Tensor, x_next: to
     return gaussian_log_prob(x_next, mean, std.to(x.device))
 
 
-def chain(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor
-          ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def chain(
+    model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(k, x, mean, x_next)`` for each step of the chain started at x_T = noise(0).
 
     ``noise`` is a noise source, or a pre-drawn block [K + 1, n, *shape].
@@ -219,8 +227,17 @@ def model_dtype(model, default: torch.dtype = torch.float32) -> torch.dtype:
 
 
 @torch.no_grad()
-def sample(model: EpsModel, table: StepTable, n: int, shape: Sequence[int], seed: int = 0, batch_size: int = 1024,
-           device: torch.device | str = "cpu", progress: bool = False, first_index: int = 0) -> torch.Tensor:
+def sample(
+    model: EpsModel,
+    table: StepTable,
+    n: int,
+    shape: Sequence[int],
+    seed: int = 0,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    first_index: int = 0,
+) -> torch.Tensor:
     """``n`` samples x_0 [n, *shape] on the CPU; sample i depends only on (seed, first_index + i).
 
     The network runs in eval mode. Noise is drawn step by step, so memory is O(batch_size x sample
@@ -230,8 +247,10 @@ def sample(model: EpsModel, table: StepTable, n: int, shape: Sequence[int], seed
 
     shape, dtype = tuple(int(s) for s in shape), model_dtype(model)
     out = []
-    with eval_mode(model), tqdm(total=n, desc="sampling", unit="sample", disable=not progress, leave=False,
-                                dynamic_ncols=True) as bar:
+    with (
+        eval_mode(model),
+        tqdm(total=n, desc="sampling", unit="sample", disable=not progress, leave=False, dynamic_ncols=True) as bar,
+    ):
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
             indices = torch.arange(first_index + start, first_index + stop)

@@ -1,14 +1,15 @@
 """A run directory: the resolved config, metrics as JSON lines, checkpoints, figures, a summary.
 
-    run_dir/
-      config.yaml          resolved config of the run (a valid --config file; written atomically)
-      run.yaml             the command that made the run and the model it started from
-      metrics.jsonl        one JSON object per logged step: {"stage": ..., "step": ..., ...}
-      checkpoints/         safetensors checkpoints (latest and best of each stage, written atomically)
-      figures/             PNG figures
-      summary.md           short human-readable summary
-      tensorboard/         TensorBoard event files (when the tensorboard package is installed)
+run_dir/
+  config.yaml          resolved config of the run (a valid --config file; written atomically)
+  run.yaml             the command that made the run and the model it started from
+  metrics.jsonl        one JSON object per logged step: {"stage": ..., "step": ..., ...}
+  checkpoints/         safetensors checkpoints (latest and best of each stage, written atomically)
+  figures/             PNG figures
+  summary.md           short human-readable summary
+  tensorboard/         TensorBoard event files (when the tensorboard package is installed)
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ class Run:
         if path.exists() and not path.is_dir():
             raise FewstepError(f"run directory {path} is a file")
         if (path / RECORD).exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
-            raise FewstepError(f"run directory {path} already holds a run; pass --resume to continue it or choose "
-                               "another --run-dir")
+            raise FewstepError(
+                f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir"
+            )
         return cls(path, config, kind, source)
 
     @classmethod
@@ -67,8 +69,9 @@ class Run:
         path = Path(path)
         record = cls.read_record(path)
         if record.get("kind") != kind:
-            raise FewstepError(f"{path} holds a {record.get('kind') or 'unknown'} run; it cannot be resumed with "
-                               f"`fewstep {kind}`")
+            raise FewstepError(
+                f"{path} holds a {record.get('kind') or 'unknown'} run; it cannot be resumed with `fewstep {kind}`"
+            )
         try:
             recorded = to_dict(from_dict(Config, record["config"]))
         except FewstepError as exc:

@@ -4,6 +4,7 @@ Indexing follows diffusers: ``beta[i]`` for ``i = 0..T-1`` is the paper's beta_{
 ``alpha_bar[i]`` is the signal level of the model input at time-step ``i`` and the model is
 trained with time input ``i``.
 """
+
 from __future__ import annotations
 
 import math

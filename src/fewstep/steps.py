@@ -17,6 +17,7 @@ The step stays Gaussian, so it can still be scored and fine-tuned.
 
 The builders live in :mod:`fewstep.samplers`; this module holds the table and its JSON record.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,8 +57,9 @@ class StepTable:
         for name in COLUMNS:
             column = getattr(self, name)
             if not torch.is_tensor(column) or column.shape != (K,):
-                raise FewstepError(f"step table column {name} has shape {tuple(getattr(column, 'shape', ()))}, "
-                                   f"expected ({K},)")
+                raise FewstepError(
+                    f"step table column {name} has shape {tuple(getattr(column, 'shape', ()))}, expected ({K},)"
+                )
             if not torch.isfinite(column).all():
                 raise FewstepError(f"step table column {name} holds NaN or infinite values")
         if K == 0:
@@ -94,8 +96,12 @@ class StepTable:
 
 def table_to_dict(table: StepTable) -> dict:
     """A JSON-able record of a table (saved in checkpoints so a run samples as it was tuned)."""
-    return {"name": table.name, "settings": table.settings, "clip_x0": table.clip_x0,
-            **{name: getattr(table, name).tolist() for name in COLUMNS}}
+    return {
+        "name": table.name,
+        "settings": table.settings,
+        "clip_x0": table.clip_x0,
+        **{name: getattr(table, name).tolist() for name in COLUMNS},
+    }
 
 
 def table_from_dict(record: dict, source: str = "the checkpoint") -> StepTable:
@@ -105,8 +111,9 @@ def table_from_dict(record: dict, source: str = "the checkpoint") -> StepTable:
         missing = [name for name in ("t", "a", "b", "s", "alpha_bar") if name not in cols]
         if missing:
             raise KeyError(missing[0])
-        return StepTable(name=str(record["name"]), settings=dict(record.get("settings", {})),
-                         clip_x0=record.get("clip_x0"), **cols)
+        return StepTable(
+            name=str(record["name"]), settings=dict(record.get("settings", {})), clip_x0=record.get("clip_x0"), **cols
+        )
     except FewstepError as exc:
         raise FewstepError(f"the step table recorded in {source} is malformed: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -1,4 +1,5 @@
 """What every `fewstep` command shares: one-line errors, the config options, output-path checks."""
+
 from __future__ import annotations
 
 import functools
@@ -37,10 +38,16 @@ def config_options(example: str):
     """--config and --set, with an example of --set that fits the command."""
 
     def decorate(fn):
-        fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help=f"Override one config key, e.g. --set {example} (repeatable; values are YAML).")(fn)
-        return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                            help=CONFIG_HELP)(fn)
+        fn = click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=f"Override one config key, e.g. --set {example} (repeatable; values are YAML).",
+        )(fn)
+        return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)(
+            fn
+        )
 
     return decorate
 
@@ -51,13 +58,19 @@ def run_options(kind: str):
     def decorate(fn):
         fn = click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
         fn = click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")(fn)
-        return click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-                            help=f"Run directory (default: runs/{kind}-<time>).")(fn)
+        return click.option(
+            "--run-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help=f"Run directory (default: runs/{kind}-<time>).",
+        )(fn)
 
     return decorate
 
 
-CHECKPOINT_HELP = "A fewstep checkpoint (.safetensors) or a diffusers pipeline folder (model_index.json, unet/, scheduler/)."
+CHECKPOINT_HELP = (
+    "A fewstep checkpoint (.safetensors) or a diffusers pipeline folder (model_index.json, unet/, scheduler/)."
+)
 
 
 def checkpoint_option(required: bool = True, help: str = CHECKPOINT_HELP):

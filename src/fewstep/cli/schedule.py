@@ -1,4 +1,5 @@
 """`fewstep schedule`: optimise a pretrained model's few-step schedule (Phase 1) and fine-tune at it (Phase 2)."""
+
 from __future__ import annotations
 
 import click
@@ -19,11 +20,16 @@ def _open(checkpoint: str, run_dir: str | None, config_path, overrides, kind: st
 def _options(fn):
     fn = click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
     fn = config_options("schedule_opt.steps=6")(fn)
-    fn = click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-                      help="New run directory for the schedule, checkpoint and summary (default: "
-                           "runs/<command>-<time>).")(fn)
-    return checkpoint_option(help="The pretrained model: a fewstep checkpoint (e.g. runs/.../checkpoints/"
-                             "pretrain.safetensors) or a diffusers pipeline folder.")(fn)
+    fn = click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="New run directory for the schedule, checkpoint and summary (default: runs/<command>-<time>).",
+    )(fn)
+    return checkpoint_option(
+        help="The pretrained model: a fewstep checkpoint (e.g. runs/.../checkpoints/"
+        "pretrain.safetensors) or a diffusers pipeline folder."
+    )(fn)
 
 
 @click.group("schedule")
@@ -53,8 +59,11 @@ def optimise(checkpoint, run_dir, config_path, overrides, quiet):
 
 @schedule_group.command("finetune")
 @_options
-@click.option("--keep-schedule", is_flag=True,
-              help="Phase 2 only, at the schedule recorded in --checkpoint (from `fewstep schedule optimise`).")
+@click.option(
+    "--keep-schedule",
+    is_flag=True,
+    help="Phase 2 only, at the schedule recorded in --checkpoint (from `fewstep schedule optimise`).",
+)
 @friendly
 def finetune(checkpoint, run_dir, config_path, overrides, quiet, keep_schedule):
     """Phase 1 + 2 for schedule_opt.rounds rounds; writes checkpoints/schedule_finetune.safetensors."""

@@ -1,4 +1,5 @@
 """`fewstep pretrain`, `fewstep finetune` and `fewstep quickstart`."""
+
 from __future__ import annotations
 
 import copy
@@ -9,16 +10,24 @@ import click
 from .common import checkpoint_option, config_options, friendly, run_options
 
 QUICKSTART_DEFAULTS = [
-    "data.name=swiss_roll", "schedule.kind=sigmoid", "schedule.T=10", "pretrain.steps=6000",
-    "pretrain.batch_size=256", "finetune.iterations=1500", "finetune.batch_size=256", "finetune.eval_every=250",
+    "data.name=swiss_roll",
+    "schedule.kind=sigmoid",
+    "schedule.T=10",
+    "pretrain.steps=6000",
+    "pretrain.batch_size=256",
+    "finetune.iterations=1500",
+    "finetune.batch_size=256",
+    "finetune.eval_every=250",
     "evaluate.n_samples=5000",
 ]
 
 
 def _already_done(run, stage: str, steps: int) -> bool:
     if run.finished(stage, steps):
-        click.echo(f"run {run.path} is already complete ({steps} {stage} steps); nothing to do "
-                   f"(raise the step count with --set to continue it)")
+        click.echo(
+            f"run {run.path} is already complete ({steps} {stage} steps); nothing to do "
+            f"(raise the step count with --set to continue it)"
+        )
         return True
     return False
 
@@ -41,11 +50,19 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
 
 
 @click.command()
-@checkpoint_option(required=False, help="The pretrained model to fine-tune: a fewstep checkpoint or a diffusers "
-                   "pipeline folder (its model, schedule and data are used; with --resume, the run's own).")
-@click.option("--preset", type=click.Choice(["toy", "images"]), default="toy", show_default=True,
-              help="Paper hyper-parameters: toy (lambda 0.1, n_generator 1, Adam 5e-5/1e-3/1e-3) or images "
-                   "(lambda 1, n_generator 10, gamma 0.1, Adam 1e-6/1e-4/1e-4).")
+@checkpoint_option(
+    required=False,
+    help="The pretrained model to fine-tune: a fewstep checkpoint or a diffusers "
+    "pipeline folder (its model, schedule and data are used; with --resume, the run's own).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["toy", "images"]),
+    default="toy",
+    show_default=True,
+    help="Paper hyper-parameters: toy (lambda 0.1, n_generator 1, Adam 5e-5/1e-3/1e-3) or images "
+    "(lambda 1, n_generator 10, gamma 0.1, Adam 1e-6/1e-4/1e-4).",
+)
 @config_options("finetune.iterations=3000")
 @run_options("finetune")
 @friendly
@@ -71,8 +88,9 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
         if checkpoint is None:
             raise FewstepError("give --checkpoint (the pretrained model to fine-tune)")
         model = load(checkpoint)
-        run = open_run("finetune", finetune_config(model, preset, config_path, overrides), run_dir, False,
-                       source=str(checkpoint))
+        run = open_run(
+            "finetune", finetune_config(model, preset, config_path, overrides), run_dir, False, source=str(checkpoint)
+        )
     tuned, run = run_finetune(model, resume=resume, progress=not quiet, run=run)
     click.echo((run.path / "summary.md").read_text().strip())
     click.echo(f"checkpoint: {run.checkpoint('finetune')} (best held-out: {run.checkpoint('finetune_best')})")
@@ -80,8 +98,13 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
 
 @click.command()
 @run_options("quickstart")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one config key, e.g. --set finetune.iterations=3000 (repeatable; values are YAML).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one config key, e.g. --set finetune.iterations=3000 (repeatable; values are YAML).",
+)
 @friendly
 def quickstart(run_dir, resume, quiet, overrides):
     """The main job end to end on the swiss roll, in a few minutes on a laptop CPU.

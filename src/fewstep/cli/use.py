@@ -1,4 +1,5 @@
 """`fewstep sample`, `fewstep evaluate` and `fewstep config`: using a trained model."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ def _open(checkpoint: str, config_path, overrides):
     from ..config import load_config, to_dict
 
     model = load(checkpoint)
-    config = load_config(config_path, overrides, base=to_dict(model.config)) if (config_path or overrides) \
-        else model.config
+    config = (
+        load_config(config_path, overrides, base=to_dict(model.config)) if (config_path or overrides) else model.config
+    )
     check_unchanged(model, config)
     return model, config
 
@@ -35,22 +37,49 @@ def _check_memory(n: int, shape) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if need > 0.8 * total:
-        raise FewstepError(f"{n} samples of shape {tuple(shape)} need {need / 2**30:.1f} GiB, more than this "
-                           f"machine's {total / 2**30:.1f} GiB of memory; draw fewer (-n) or in several runs")
+        raise FewstepError(
+            f"{n} samples of shape {tuple(shape)} need {need / 2**30:.1f} GiB, more than this "
+            f"machine's {total / 2**30:.1f} GiB of memory; draw fewer (-n) or in several runs"
+        )
 
 
 @click.command()
 @checkpoint_option()
-@click.option("-n", "--num-samples", default=10_000, show_default=True, type=click.IntRange(1, MAX_SAMPLES),
-              help="Samples to draw.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Sample i depends only on (seed, i), not on the batch size.")
-@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Samples per batch (memory grows with it, not with the number of steps).")
-@click.option("--out", default="samples.npy", show_default=True, type=click.Path(dir_okay=False),
-              help="Output .npy file [n, *shape] (.npy is added when missing).")
-@click.option("--figure", type=click.Path(dir_okay=False), default=None,
-              help="Also write a figure to this PNG: a scatter over the data (2-D) or a sample grid (images).")
+@click.option(
+    "-n",
+    "--num-samples",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, MAX_SAMPLES),
+    help="Samples to draw.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Sample i depends only on (seed, i), not on the batch size.",
+)
+@click.option(
+    "--batch-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Samples per batch (memory grows with it, not with the number of steps).",
+)
+@click.option(
+    "--out",
+    default="samples.npy",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Output .npy file [n, *shape] (.npy is added when missing).",
+)
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a figure to this PNG: a scatter over the data (2-D) or a sample grid (images).",
+)
 @config_options("sampler.kind=ddim --set sampler.steps=4")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
@@ -85,10 +114,15 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
 
 
 @click.command()
-@checkpoint_option(required=False, help="Evaluate this model's sampler: a fewstep checkpoint or a diffusers "
-                   "pipeline folder.")
-@click.option("--samples", type=click.Path(dir_okay=False), default=None,
-              help="Or evaluate samples from a .npy file [n, *shape] (against the data of --config/--set).")
+@checkpoint_option(
+    required=False, help="Evaluate this model's sampler: a fewstep checkpoint or a diffusers pipeline folder."
+)
+@click.option(
+    "--samples",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Or evaluate samples from a .npy file [n, *shape] (against the data of --config/--set).",
+)
 @config_options("evaluate.repeats=5")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the scores as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -140,8 +174,9 @@ def _load_samples(path: str):
     except (OSError, ValueError) as exc:
         raise FewstepError(f"cannot read samples file {path}: {str(exc).splitlines()[0]}") from None
     if array.ndim < 2 or len(array) < 2 or not np.issubdtype(array.dtype, np.number):
-        raise FewstepError(f"samples file {path} holds {array.dtype} of shape {array.shape}; expected numbers "
-                           "[n, *shape] with n >= 2")
+        raise FewstepError(
+            f"samples file {path} holds {array.dtype} of shape {array.shape}; expected numbers [n, *shape] with n >= 2"
+        )
     if not np.isfinite(array).all():
         raise FewstepError(f"samples file {path} contains NaN or infinite values")
     return torch.from_numpy(np.asarray(array, dtype=np.float32))

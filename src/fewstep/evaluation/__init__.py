@@ -11,6 +11,7 @@ floor at 10K points ranges 0.017-0.029 between pairs of draws), so with ``evalua
 each figure is the mean over R independent (sample seed, data draw) pairs and comes with its
 standard deviation.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ from ..errors import FewstepError
 from .points import sliced_w2, w2
 from .prdc import prdc
 
-METRICS = {"points": ("w2", "sw2", "precision", "recall", "density", "coverage"),
-           "images": ("fid", "kid", "precision", "recall", "density", "coverage")}
+METRICS = {
+    "points": ("w2", "sw2", "precision", "recall", "density", "coverage"),
+    "images": ("fid", "kid", "precision", "recall", "density", "coverage"),
+}
 """Metric names per data kind; lower is better for w2, sw2, fid and kid, higher for the others."""
 LOWER_IS_BETTER = ("w2", "sw2", "fid", "kid")
 _FLOORS: dict[str, dict] = {}
@@ -59,23 +62,28 @@ class Evaluator:
     def metrics(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
         """Every metric of the data kind between generated ``fake`` and real ``real`` (same size)."""
         if tuple(fake.shape[1:]) != tuple(real.shape[1:]):
-            raise FewstepError(f"samples have shape {tuple(fake.shape[1:])} per example but the {self.data.name} "
-                               f"data has {tuple(real.shape[1:])}")
+            raise FewstepError(
+                f"samples have shape {tuple(fake.shape[1:])} per example but the {self.data.name} "
+                f"data has {tuple(real.shape[1:])}"
+            )
         cfg = self.cfg
         if self.kind == "images":
             from .images import image_metrics
 
             return image_metrics(fake, real, self.features(), cfg.neighbours, cfg.seed)
-        out = {"w2": w2(fake, real, cfg.max_iter) if len(fake) <= cfg.exact_w2_max else float("nan"),
-               "sw2": sliced_w2(fake, real, cfg.sliced_projections, cfg.seed)}
+        out = {
+            "w2": w2(fake, real, cfg.max_iter) if len(fake) <= cfg.exact_w2_max else float("nan"),
+            "sw2": sliced_w2(fake, real, cfg.sliced_projections, cfg.seed),
+        }
         return {**out, **prdc(real, fake, cfg.neighbours)}
 
     def size(self, n: int) -> int:
         """The sample size actually compared: ``n``, limited by a finite set's held-out split."""
         limit = self.data.max_eval_size()
         if limit is not None and limit < 2:
-            raise FewstepError(f"the {self.data.name} data has too few held-out examples to evaluate; "
-                               "raise data.heldout_fraction")
+            raise FewstepError(
+                f"the {self.data.name} data has too few held-out examples to evaluate; raise data.heldout_fraction"
+            )
         return n if limit is None else min(n, limit)
 
     def _seed(self, repeat: int) -> int:
@@ -91,8 +99,9 @@ class Evaluator:
             _FLOORS[key] = {"floor": mean, "floor_sd": sd}
         return _FLOORS[key]
 
-    def score(self, draw: Callable[[int, int], torch.Tensor], n: int | None = None,
-              repeats: int | None = None) -> tuple[torch.Tensor, dict]:
+    def score(
+        self, draw: Callable[[int, int], torch.Tensor], n: int | None = None, repeats: int | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """Score ``draw(n, r)`` (the samples of repeat r, each with a fresh seed) against held-out data.
 
         Returns the first repeat's samples and ``{"model", "model_sd", "floor", "floor_sd", "n",
@@ -107,24 +116,39 @@ class Evaluator:
             reference, _ = self.data.floor_pair(n, self._seed(r))
             scores.append(self.metrics(samples[: len(reference)], reference))
         mean, sd = mean_sd(scores)
-        return first, {"data": self.data.name, "n": n, "repeats": repeats, "model": mean, "model_sd": sd,
-                       **self.floor(n, repeats)}
+        return first, {
+            "data": self.data.name,
+            "n": n,
+            "repeats": repeats,
+            "model": mean,
+            "model_sd": sd,
+            **self.floor(n, repeats),
+        }
 
     def score_samples(self, samples: torch.Tensor) -> dict:
         """Score a fixed set of samples (one repeat, as many as the data allows)."""
         return self.score(lambda n, r: samples, n=len(samples), repeats=1)[1]
 
 
-def evaluate_sampler(model, table, evaluator: Evaluator, n: int | None = None, repeats: int | None = None,
-                     device: str = "cpu") -> tuple[torch.Tensor, dict]:
+def evaluate_sampler(
+    model, table, evaluator: Evaluator, n: int | None = None, repeats: int | None = None, device: str = "cpu"
+) -> tuple[torch.Tensor, dict]:
     """Draw samples with ``table`` (a fresh sample seed per repeat) and score them beside the floor."""
     from ..rollout import sample
 
     cfg = evaluator.cfg
 
     def draw(size: int, repeat: int) -> torch.Tensor:
-        return sample(model, table, size, evaluator.data.shape, seed=cfg.seed + 1009 * repeat,
-                      batch_size=cfg.batch_size, device=device, progress=evaluator.progress)
+        return sample(
+            model,
+            table,
+            size,
+            evaluator.data.shape,
+            seed=cfg.seed + 1009 * repeat,
+            batch_size=cfg.batch_size,
+            device=device,
+            progress=evaluator.progress,
+        )
 
     return evaluator.score(draw, n, repeats)
 
@@ -140,5 +164,14 @@ def format_scores(result: dict) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["Evaluator", "LOWER_IS_BETTER", "METRICS", "evaluate_sampler", "format_scores", "mean_sd", "prdc",
-           "sliced_w2", "w2"]
+__all__ = [
+    "Evaluator",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "evaluate_sampler",
+    "format_scores",
+    "mean_sd",
+    "prdc",
+    "sliced_w2",
+    "w2",
+]

@@ -6,6 +6,7 @@ directory (``$FEWSTEP_CACHE``, default ``~/.cache/fewstep``), keyed by the data 
 Inception-v3 from a local weights file (``evaluate.features``). Numbers on classifier features
 are comparable between runs that share the data section, not with published Inception FIDs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,23 +31,32 @@ def feature_network(data, cfg, progress: bool = False) -> torch.nn.Module:
     if cfg.features != "classifier":
         return InceptionFeatures(cfg.features)
     if data.train_labels is None:
-        raise FewstepError(f"the {data.name} data has no labels to train the feature classifier on; set "
-                           "evaluate.features to the path of a local Inception weights file")
+        raise FewstepError(
+            f"the {data.name} data has no labels to train the feature classifier on; set "
+            "evaluate.features to the path of a local Inception weights file"
+        )
     key = hashlib.sha1(json.dumps(vars(data.config), sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir() / "features" / f"{data.name}-{key}.safetensors"
     return classifier_features(path, data.train(), data.train_labels, progress=progress)
 
 
-def image_metrics(fake: torch.Tensor, real: torch.Tensor, features: torch.nn.Module, neighbours: int = 5,
-                  seed: int = 0) -> dict[str, float]:
+def image_metrics(
+    fake: torch.Tensor, real: torch.Tensor, features: torch.nn.Module, neighbours: int = 5, seed: int = 0
+) -> dict[str, float]:
     """FID, KID and the k-NN manifold metrics of ``fake`` against ``real`` images."""
     from ..images.fid import fid_kid
 
     if not torch.isfinite(fake).all():
-        return {"fid": float("inf"), "kid": float("inf"), "precision": 0.0, "recall": 0.0, "density": 0.0,
-                "coverage": 0.0}
+        return {
+            "fid": float("inf"),
+            "kid": float("inf"),
+            "precision": 0.0,
+            "recall": 0.0,
+            "density": 0.0,
+            "coverage": 0.0,
+        }
     scores = fid_kid(fake, real, features, seed=seed, kid_subset_size=min(1000, len(fake)))
     with torch.no_grad():
-        f_fake = torch.cat([features(fake[i:i + 500]) for i in range(0, len(fake), 500)])
-        f_real = torch.cat([features(real[i:i + 500]) for i in range(0, len(real), 500)])
+        f_fake = torch.cat([features(fake[i : i + 500]) for i in range(0, len(fake), 500)])
+        f_real = torch.cat([features(real[i : i + 500]) for i in range(0, len(real), 500)])
     return {**scores, **prdc(f_real, f_fake, neighbours)}

@@ -1,4 +1,5 @@
 """Distances between point clouds: exact W2 (POT's network simplex) and sliced W2."""
+
 from __future__ import annotations
 
 import warnings
@@ -36,7 +37,9 @@ def w2(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, max_iter: int
     return float(np.sqrt(max(value, 0.0)))
 
 
-def sliced_w2(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, n_projections: int = 100, seed: int = 0) -> float:
+def sliced_w2(
+    x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, n_projections: int = 100, seed: int = 0
+) -> float:
     """Sliced W2: the root mean over random directions of the 1-D squared W2 (POT)."""
     import ot
 

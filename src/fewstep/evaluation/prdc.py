@@ -13,6 +13,7 @@ and NND_k(x) the distance from x to its k-th nearest neighbour in its own set:
 
 Distances are computed in chunks, so memory stays O(chunk x n).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,7 @@ def _pairwise_min_count(queries: torch.Tensor, points: torch.Tensor, radii: torc
     """For each query: is it inside any ball (points, radii), how many balls hold it, and its nearest point."""
     inside_any, count, nearest = [], [], []
     for start in range(0, len(queries), chunk):
-        d = torch.cdist(queries[start:start + chunk], points)
+        d = torch.cdist(queries[start : start + chunk], points)
         hit = d <= radii[None, :]
         inside_any.append(hit.any(1))
         count.append(hit.sum(1))
@@ -34,7 +35,7 @@ def kth_neighbour_distance(points: torch.Tensor, k: int, chunk: int = 1024) -> t
     """Distance from each point to its k-th nearest neighbour among the others."""
     out = []
     for start in range(0, len(points), chunk):
-        d = torch.cdist(points[start:start + chunk], points)
+        d = torch.cdist(points[start : start + chunk], points)
         out.append(d.kthvalue(k + 1, dim=1).values)  # the point itself is at distance 0
     return torch.cat(out)
 

@@ -9,6 +9,7 @@
 * ``image_baseline`` V_omega(x_{t+1}, t): an MLP on the flattened image with a time-step embedding
   (1024, 1024, 256, then 1), i.e. ``fewstep.nets.TimeMLP`` with one output.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

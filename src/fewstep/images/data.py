@@ -9,6 +9,7 @@
 
 Any reader takes any directory; ``image_size`` resizes (area averaging, or Lanczos for files).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -69,8 +70,14 @@ def load_mnist(directory: str | Path, split: str = "train") -> tuple[torch.Tenso
     """
     directory = _directory(directory, "MNIST")
     files = {
-        "train": (("train-images-idx3-ubyte", "train-images.idx3-ubyte"), ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")),
-        "test": (("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"), ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte")),
+        "train": (
+            ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+            ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+        ),
+        "test": (
+            ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+            ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+        ),
     }
     images = _find(directory, files[split][0])
     if images is None and split == "train":

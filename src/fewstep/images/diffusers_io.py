@@ -18,6 +18,7 @@ sub-sequence that ends at 0, diffusers' DDPM step on those time-steps is the sam
 as fewstep's ``ddpm_table(schedule, timesteps, "beta_tilde")``; fine-tuned tables with other
 settings are exact only through fewstep (``load_sampler``).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,12 @@ from ..steps import StepTable, table_from_dict, table_to_dict
 MODEL_INDEX = "model_index.json"
 
 SAMPLER_FILE = "fewstep_sampler.json"
-VARIANCES = {"fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde", "fixed_large": "beta", "fixed_large_log": "beta"}
+VARIANCES = {
+    "fixed_small": "beta_tilde",
+    "fixed_small_log": "beta_tilde",
+    "fixed_large": "beta",
+    "fixed_large_log": "beta",
+}
 
 
 class DiffusersEps(nn.Module):
@@ -73,10 +79,15 @@ def check_scheduler_config(config: dict, source: str) -> str:
     """The fewstep variance for a scheduler config, or a FewstepError naming what is unsupported."""
     prediction = config.get("prediction_type", "epsilon")
     if prediction != "epsilon":
-        raise FewstepError(f"{source}: prediction_type {prediction!r} is not supported (fewstep needs epsilon-prediction)")
+        raise FewstepError(
+            f"{source}: prediction_type {prediction!r} is not supported (fewstep needs epsilon-prediction)"
+        )
     variance_type = config.get("variance_type", "fixed_small")
     if variance_type not in VARIANCES:
-        raise FewstepError(f"{source}: variance_type {variance_type!r} (learned variance) is not supported; use fixed_small or fixed_large")
+        raise FewstepError(
+            f"{source}: variance_type {variance_type!r} (learned variance) is not supported; "
+            "use fixed_small or fixed_large"
+        )
     if config.get("thresholding", False):
         raise FewstepError(f"{source}: dynamic thresholding is not supported by fewstep's Gaussian step tables")
     return VARIANCES[variance_type]
@@ -91,7 +102,9 @@ def _diffusers():
     return diffusers
 
 
-def load_diffusers(path: str | Path | None = None, unet: str | Path | None = None, scheduler: str | Path | None = None) -> DiffusersModel:
+def load_diffusers(
+    path: str | Path | None = None, unet: str | Path | None = None, scheduler: str | Path | None = None
+) -> DiffusersModel:
     """Load a pipeline directory (with ``unet/`` and ``scheduler/``) or the two folders given apart."""
     DDPMScheduler, UNet2DModel = _diffusers().DDPMScheduler, _diffusers().UNet2DModel
 
@@ -105,7 +118,9 @@ def load_diffusers(path: str | Path | None = None, unet: str | Path | None = Non
     unet, scheduler = Path(unet), Path(scheduler)
     unet_config = _read_config(unet, "config.json")
     if unet_config.get("_class_name") != "UNet2DModel":
-        raise FewstepError(f"{unet} holds a {unet_config.get('_class_name')!r}; fewstep loads unconditional UNet2DModel networks")
+        raise FewstepError(
+            f"{unet} holds a {unet_config.get('_class_name')!r}; fewstep loads unconditional UNet2DModel networks"
+        )
     sched_config = _read_config(scheduler, "scheduler_config.json")
     variance = check_scheduler_config(sched_config, str(scheduler))
     try:
@@ -169,24 +184,39 @@ def load_diffusers_pretrained(path: str | Path, config=None):
     Set ``data.*`` to the images the model was trained on to fine-tune or evaluate it.
     """
     from ..config import from_dict, load_config, to_dict
-    from ..models import Pretrained
+    from ..pretrained import Pretrained
 
     loaded = load_diffusers(path)
     scheduler_config = dict(loaded.scheduler.config)
     T = int(scheduler_config.get("num_train_timesteps", len(loaded.schedule.beta)))
-    base = {"model": {"kind": "diffusers"}, "schedule": {"kind": "diffusers", "T": T},
-            "sampler": sampler_settings(scheduler_config, loaded.variance)}
+    base = {
+        "model": {"kind": "diffusers"},
+        "schedule": {"kind": "diffusers", "T": T},
+        "sampler": sampler_settings(scheduler_config, loaded.variance),
+    }
     saved = load_config(None, base=base)
     if config is not None and (config.model.kind != "diffusers" or config.schedule.T != T):
-        raise FewstepError(f"{path} holds a diffusers model with T={T}; the config describes model.kind="
-                           f"{config.model.kind}, schedule.T={config.schedule.T}")
-    meta = {"diffusers": {"unet": dict(loaded.model.unet.config), "scheduler": scheduler_config},
-            "config": to_dict(saved)}
+        raise FewstepError(
+            f"{path} holds a diffusers model with T={T}; the config describes model.kind="
+            f"{config.model.kind}, schedule.T={config.schedule.T}"
+        )
+    meta = {
+        "diffusers": {"unet": dict(loaded.model.unet.config), "scheduler": scheduler_config},
+        "config": to_dict(saved),
+    }
     table = load_sampler(path) if (Path(path) / SAMPLER_FILE).is_file() else None
     if table is not None:
         meta["table"] = table_to_dict(table)
-    return Pretrained(loaded.model, config or from_dict(type(saved), to_dict(saved)), _shape(loaded.model.unet),
-                      loaded.schedule, table, str(path), meta, kind="diffusers")
+    return Pretrained(
+        loaded.model,
+        config or from_dict(type(saved), to_dict(saved)),
+        _shape(loaded.model.unet),
+        loaded.schedule,
+        table,
+        str(path),
+        meta,
+        kind="diffusers",
+    )
 
 
 def rebuild(record: dict) -> tuple[DiffusersEps, NoiseSchedule]:

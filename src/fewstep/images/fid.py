@@ -13,6 +13,7 @@ features are used only from a weights file the user supplies (nothing is downloa
 Every score comes with the noise floor: the same metric between two disjoint halves of held-out
 real images, the value a perfect sampler would get at that sample size.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,10 +37,16 @@ class DigitClassifier(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8 * width, num_features), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(8 * width, num_features),
+            nn.ReLU(),
         )
         self.head = nn.Linear(num_features, num_classes)
 
@@ -73,18 +80,27 @@ class FeatureExtractor(nn.Module):
     @torch.no_grad()
     def fitted(cls, classifier: DigitClassifier, images: torch.Tensor, batch_size: int = 1000) -> "FeatureExtractor":
         """The extractor standardised on ``images`` (std floored at 1e-3 of its mean for dead units)."""
-        feats = torch.cat([classifier.eval().features(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
+        feats = torch.cat(
+            [classifier.eval().features(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)]
+        )
         std = feats.std(0)
         return cls(classifier, feats.mean(0), std.clamp(min=1e-3 * float(std.mean()) + 1e-12))
 
 
 def train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, epochs: int = 5, batch_size: int = 64, lr: float = 2e-3,
-    seed: int = 0, progress: bool = False,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int = 5,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: bool = False,
 ) -> DigitClassifier:
     """Fit a ``DigitClassifier`` with Adam and cross-entropy (light shift augmentation of 1 pixel)."""
     if labels is None:
-        raise FewstepError("this data set has no labels to train the FID classifier on; supply Inception weights instead")
+        raise FewstepError(
+            "this data set has no labels to train the FID classifier on; supply Inception weights instead"
+        )
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = DigitClassifier(images.shape[1], int(labels.max()) + 1)
@@ -108,7 +124,12 @@ def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor)
 
 
 def classifier_features(
-    path: str | Path, images: torch.Tensor, labels: torch.Tensor | None, epochs: int = 5, seed: int = 0, progress: bool = False,
+    path: str | Path,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    epochs: int = 5,
+    seed: int = 0,
+    progress: bool = False,
 ) -> FeatureExtractor:
     """The feature extractor of the classifier cached at ``path`` (safetensors), trained on
     ``images``/``labels`` and written there first when the file does not exist."""
@@ -117,14 +138,25 @@ def classifier_features(
     if path.is_file():
         tensors, meta = load_checkpoint(path)
         if meta.get("stage") != "fid-classifier" or meta.get("shape") != shape:
-            raise FewstepError(f"{path} is not a FID classifier for images of shape {shape} (it holds {meta.get('stage')} {meta.get('shape')})")
+            raise FewstepError(
+                f"{path} is not a FID classifier for images of shape {shape} "
+                f"(it holds {meta.get('stage')} {meta.get('shape')})"
+            )
         model = DigitClassifier(shape[0], meta["num_classes"])
         load_module(model, "classifier", tensors, str(path))
         return FeatureExtractor(model, tensors["stats.mean"], tensors["stats.std"])
     model = train_classifier(images, labels, epochs=epochs, seed=seed, progress=progress)
     extractor = FeatureExtractor.fitted(model, images)
-    meta = {"stage": "fid-classifier", "shape": shape, "num_classes": model.head.out_features, "epochs": epochs, "seed": seed}
-    save_checkpoint(path, {**module_tensors("classifier", model), "stats.mean": extractor.mean, "stats.std": extractor.std}, meta)
+    meta = {
+        "stage": "fid-classifier",
+        "shape": shape,
+        "num_classes": model.head.out_features,
+        "epochs": epochs,
+        "seed": seed,
+    }
+    save_checkpoint(
+        path, {**module_tensors("classifier", model), "stats.mean": extractor.mean, "stats.std": extractor.std}, meta
+    )
     return extractor
 
 
@@ -141,7 +173,10 @@ class InceptionFeatures(nn.Module):
             )
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
-            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path))
+
+            self.net = NoTrainInceptionV3(
+                name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(weights_path)
+            )
         except (ImportError, ModuleNotFoundError):
             raise FewstepError("Inception FID needs torch-fidelity (pip install torch-fidelity)") from None
         self.num_features = 2048
@@ -153,8 +188,13 @@ class InceptionFeatures(nn.Module):
 
 
 def fid_kid(
-    fake: torch.Tensor, real: torch.Tensor, features: nn.Module, kid_subsets: int = 50, kid_subset_size: int = 1000,
-    seed: int = 0, batch_size: int = 500,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    features: nn.Module,
+    kid_subsets: int = 50,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    batch_size: int = 500,
 ) -> dict[str, float]:
     """FID and KID (mean over subsets) of ``fake`` against ``real`` images with ``features``."""
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -166,7 +206,9 @@ def fid_kid(
     if n < 2:
         raise FewstepError(f"FID needs at least 2 images on each side; got {len(fake)} generated and {len(real)} real")
     fid = FrechetInceptionDistance(feature=features, normalize=True)
-    kid = KernelInceptionDistance(feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, n), normalize=True)
+    kid = KernelInceptionDistance(
+        feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, n), normalize=True
+    )
     for metric in (fid, kid):
         for images, is_real in ((real, True), (fake, False)):
             for start in range(0, len(images), batch_size):

@@ -13,6 +13,7 @@ Every ResBlock adds a projection of the time embedding (sinusoidal features of t
 then a 2-layer MLP, as in Ho et al.) after its first convolution. Upsampling interpolates to the
 size of the skip activation, so odd sizes (28 -> 14 -> 7 -> 14 -> 28) work.
 """
+
 from __future__ import annotations
 
 import math

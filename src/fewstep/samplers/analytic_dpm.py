@@ -12,6 +12,7 @@ with the mean of eq. 12 unchanged. Gamma_n is estimated on training data (x_n = 
 sqrt(1 - ab_n) eps) and clamped to [0, 1], which keeps sigma*^2 within the paper's bounds
 [lambda^2, lambda^2 + gamma^2 (1 - ab)/ab] (its Theorem 2).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,14 +32,25 @@ MEANS = ("ddpm", "ddim")
 @dataclass
 class AnalyticDPMSettings:
     mean: str = opt("ddpm", "mean of the step: ddpm (Markov posterior) or ddim (lambda = 0)", choices=MEANS)
-    gamma: list[float] | None = opt(None, "Gamma_n per step (increasing time); null = estimate it on the training "
-                                    "data with the model (fewstep.samplers.estimate_gamma)", min=0.0)
+    gamma: list[float] | None = opt(
+        None,
+        "Gamma_n per step (increasing time); null = estimate it on the training "
+        "data with the model (fewstep.samplers.estimate_gamma)",
+        min=0.0,
+    )
     n_samples: int = opt(2048, "training points of the Monte-Carlo estimate of Gamma_n", min=1)
 
 
 @torch.no_grad()
-def estimate_gamma(model, schedule: NoiseSchedule, timesteps, data: torch.Tensor, n_samples: int = 2048,
-                   seed: int = 0, batch_size: int = 4096) -> torch.Tensor:
+def estimate_gamma(
+    model,
+    schedule: NoiseSchedule,
+    timesteps,
+    data: torch.Tensor,
+    n_samples: int = 2048,
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> torch.Tensor:
     """Gamma_n = E ||eps_theta(x_n, t_n)||^2 / d at each of ``timesteps``, by Monte Carlo on ``data``."""
     t = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
     gen = torch.Generator().manual_seed(seed)
@@ -61,8 +73,14 @@ def estimate_gamma(model, schedule: NoiseSchedule, timesteps, data: torch.Tensor
     return out
 
 
-def analytic_dpm_table(schedule: NoiseSchedule, timesteps, gamma: torch.Tensor, mean: str = "ddpm",
-                       noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
+def analytic_dpm_table(
+    schedule: NoiseSchedule,
+    timesteps,
+    gamma: torch.Tensor,
+    mean: str = "ddpm",
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """The Analytic-DPM table on increasing ``timesteps`` given Gamma_n (from :func:`estimate_gamma`).
 
     ``mean`` picks lambda (``ddpm``: sigma_tilde, ``ddim``: 0). Without ``noise_at_last_step`` the
@@ -84,8 +102,16 @@ def analytic_dpm_table(schedule: NoiseSchedule, timesteps, gamma: torch.Tensor, 
     return generalized_table("analytic_dpm", t, ab, ab_next, lam, std, settings, noise_at_last_step, clip_x0)
 
 
-def analytic_dpm_from_data(model, schedule: NoiseSchedule, timesteps, data: torch.Tensor, mean: str = "ddpm",
-                           n_samples: int = 2048, seed: int = 0, noise_at_last_step: bool = False) -> StepTable:
+def analytic_dpm_from_data(
+    model,
+    schedule: NoiseSchedule,
+    timesteps,
+    data: torch.Tensor,
+    mean: str = "ddpm",
+    n_samples: int = 2048,
+    seed: int = 0,
+    noise_at_last_step: bool = False,
+) -> StepTable:
     """Estimate Gamma_n on ``data`` with ``model`` and build the table."""
     gamma = estimate_gamma(model, schedule, timesteps, data, n_samples, seed)
     return analytic_dpm_table(schedule, timesteps, gamma, mean, noise_at_last_step)

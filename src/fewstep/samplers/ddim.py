@@ -12,6 +12,7 @@ eta * sigma_tilde with sigma_tilde^2 = (1 - ab_next)/(1 - ab) (1 - ab/ab_next) (
 is ancestral DDPM on the same steps, eta = 0 the deterministic (probability-flow) sampler.
 Analytic-DPM keeps lambda and replaces sigma by its optimal value.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,11 @@ from .spacings import alpha_bar_at
 
 @dataclass
 class DDIMSettings:
-    eta: float = opt(0.0, "DDIM stochasticity (0: deterministic probability-flow sampler, 1: ancestral DDPM on the "
-                     "same steps)", min=0.0)
+    eta: float = opt(
+        0.0,
+        "DDIM stochasticity (0: deterministic probability-flow sampler, 1: ancestral DDPM on the same steps)",
+        min=0.0,
+    )
 
 
 def step_levels(schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0):
@@ -60,8 +64,17 @@ def last_step_std(alpha_bar: torch.Tensor, alpha_bar_next: torch.Tensor) -> floa
     return float((1 - alpha_bar[0] / alpha_bar_next[0]).clamp(min=0).sqrt())
 
 
-def generalized_table(name: str, t, alpha_bar, alpha_bar_next, mean_std, std, settings: dict,
-                      noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
+def generalized_table(
+    name: str,
+    t,
+    alpha_bar,
+    alpha_bar_next,
+    mean_std,
+    std,
+    settings: dict,
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """The table of DDIM's eq. 12 with mean from ``mean_std`` (lambda) and noise ``std`` (sigma).
 
     Inputs are in increasing-time order; the table runs them in reverse (noise to data). With
@@ -78,12 +91,26 @@ def generalized_table(name: str, t, alpha_bar, alpha_bar_next, mean_std, std, se
         return torch.as_tensor(v, dtype=torch.float64).flip(0).clone()
 
     settings = {**settings, "noise_at_last_step": bool(noise_at_last_step)}
-    return StepTable(name=name, t=flip(t), a=flip(a), b=flip(b), s=flip(std), alpha_bar=flip(alpha_bar),
-                     clip_x0=clip_x0, settings=settings)
+    return StepTable(
+        name=name,
+        t=flip(t),
+        a=flip(a),
+        b=flip(b),
+        s=flip(std),
+        alpha_bar=flip(alpha_bar),
+        clip_x0=clip_x0,
+        settings=settings,
+    )
 
 
-def ddim_table(schedule: NoiseSchedule, timesteps, eta: float = 0.0, final_alpha_bar: float = 1.0,
-               noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
+def ddim_table(
+    schedule: NoiseSchedule,
+    timesteps,
+    eta: float = 0.0,
+    final_alpha_bar: float = 1.0,
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """DDIM on increasing model times ``timesteps`` (integers or floats) with stochasticity ``eta``.
 
     ``final_alpha_bar`` is the level the last step lands on: 1 (clean data, diffusers'

@@ -6,6 +6,7 @@ diffusers' DDPMScheduler does with custom time-steps. The mean is mu_theta = (x 
 sqrt(1 - alpha_bar) eps) / sqrt(1 - beta'), the eps form of eq. 2's posterior mean, and the
 variance Sigma = beta' I or beta_tilde' I (eq. 3).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,12 +24,21 @@ VARIANCES = ("beta", "beta_tilde")
 
 @dataclass
 class DDPMSettings:
-    variance: str = opt("beta", "step variance Sigma of eq. 3: beta (the paper's toys; diffusers' fixed_large) or "
-                        "beta_tilde (the posterior variance; diffusers' fixed_small)", choices=VARIANCES)
+    variance: str = opt(
+        "beta",
+        "step variance Sigma of eq. 3: beta (the paper's toys; diffusers' fixed_large) or "
+        "beta_tilde (the posterior variance; diffusers' fixed_small)",
+        choices=VARIANCES,
+    )
 
 
-def ddpm_table(schedule: NoiseSchedule, timesteps=None, variance: str = "beta", noise_at_last_step: bool = False,
-               clip_x0: float | None = None) -> StepTable:
+def ddpm_table(
+    schedule: NoiseSchedule,
+    timesteps=None,
+    variance: str = "beta",
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """Ancestral DDPM on all T steps (``timesteps=None``) or on increasing integer ``timesteps``.
 
     Ho et al. add no noise at the last step; ``noise_at_last_step`` keeps the variance's own value
@@ -50,8 +60,13 @@ def ddpm_table(schedule: NoiseSchedule, timesteps=None, variance: str = "beta", 
     return dataclasses.replace(table, settings={**table.settings, "timesteps": tau.tolist()})
 
 
-def ddpm_on_levels(alpha_bar: torch.Tensor, model_times: torch.Tensor, variance: str = "beta",
-                   noise_at_last_step: bool = False, clip_x0: float | None = None) -> StepTable:
+def ddpm_on_levels(
+    alpha_bar: torch.Tensor,
+    model_times: torch.Tensor,
+    variance: str = "beta",
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """Ancestral DDPM steps between noise levels ``alpha_bar`` (decreasing values), the model
     evaluated at ``model_times`` (integer or continuous); both given increasing in time."""
     sub = schedule_from_alpha_bar("levels", alpha_bar)
@@ -64,8 +79,16 @@ def ddpm_on_levels(alpha_bar: torch.Tensor, model_times: torch.Tensor, variance:
     def flip(v: torch.Tensor) -> torch.Tensor:  # the table runs from noise to data
         return v.to(torch.float64).flip(0).clone()
 
-    return StepTable(name="ddpm", t=flip(model_times), a=flip(a), b=flip(b), s=flip(std), alpha_bar=flip(sub.alpha_bar),
-                     clip_x0=clip_x0, settings={"variance": variance, "noise_at_last_step": noise_at_last_step})
+    return StepTable(
+        name="ddpm",
+        t=flip(model_times),
+        a=flip(a),
+        b=flip(b),
+        s=flip(std),
+        alpha_bar=flip(sub.alpha_bar),
+        clip_x0=clip_x0,
+        settings={"variance": variance, "noise_at_last_step": noise_at_last_step},
+    )
 
 
 def as_ddpm(table: StepTable, variance: str = "beta", noise_at_last_step: bool = True) -> StepTable:

@@ -24,6 +24,7 @@ d = d1 / alpha_p, with d0 = phi_n (1 + 1/(2r)) and d1 = -phi_n / (2r).
 Steps are first order (r undefined) at the start, and at the end when the last step lands on data
 (h infinite) or with ``lower_order_final`` (diffusers' default below 15 steps).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ def _levels(schedule: NoiseSchedule, timesteps, final_alpha_bar: float):
     return t, ab, alpha, sigma, lam, alpha_n, sigma_n
 
 
-def _inv_2r(lam: torch.Tensor, alpha_n: torch.Tensor, sigma_n: torch.Tensor, lands_on_data: bool,
-            lower_order_final: bool) -> torch.Tensor:
+def _inv_2r(
+    lam: torch.Tensor, alpha_n: torch.Tensor, sigma_n: torch.Tensor, lands_on_data: bool, lower_order_final: bool
+) -> torch.Tensor:
     """1 / (2 r) = h / (2 h_prev) per step, 0 on first-order steps."""
     second = torch.ones(len(lam), dtype=torch.bool)
     second[0] = False
@@ -69,8 +71,9 @@ def _previous(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones(1, dtype=torch.float64), v[:-1]])
 
 
-def dpm_solver_2m_table(schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0,
-                        lower_order_final: bool = True) -> StepTable:
+def dpm_solver_2m_table(
+    schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0, lower_order_final: bool = True
+) -> StepTable:
     """DPM-Solver(2M) (noise prediction) on increasing model times.
 
     ``final_alpha_bar`` = 1 lands on clean data (the last step is then the x0-prediction); diffusers'
@@ -79,21 +82,45 @@ def dpm_solver_2m_table(schedule: NoiseSchedule, timesteps, final_alpha_bar: flo
     t, ab, alpha, sigma, lam, alpha_n, sigma_n = _levels(schedule, timesteps, final_alpha_bar)
     inv_2r = _inv_2r(lam, alpha_n, sigma_n, final_alpha_bar >= 1.0, lower_order_final)
     first = alpha_n * sigma / alpha - sigma_n  # sigma_n (e^h - 1), finite also when sigma_n = 0
-    settings = {"timesteps": t.flip(0).tolist(), "final_alpha_bar": float(final_alpha_bar),
-                "lower_order_final": lower_order_final}
-    return StepTable(name="dpm_solver_2m", t=t, a=alpha_n / alpha, b=-first * (1 + inv_2r), c=first * inv_2r,
-                     s=torch.zeros_like(t), alpha_bar=ab, settings=settings)
+    settings = {
+        "timesteps": t.flip(0).tolist(),
+        "final_alpha_bar": float(final_alpha_bar),
+        "lower_order_final": lower_order_final,
+    }
+    return StepTable(
+        name="dpm_solver_2m",
+        t=t,
+        a=alpha_n / alpha,
+        b=-first * (1 + inv_2r),
+        c=first * inv_2r,
+        s=torch.zeros_like(t),
+        alpha_bar=ab,
+        settings=settings,
+    )
 
 
-def dpm_solver_pp_2m_table(schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0,
-                           lower_order_final: bool = True) -> StepTable:
+def dpm_solver_pp_2m_table(
+    schedule: NoiseSchedule, timesteps, final_alpha_bar: float = 1.0, lower_order_final: bool = True
+) -> StepTable:
     """DPM-Solver++(2M) (data prediction) on increasing model times, as a table with c and d columns."""
     t, ab, alpha, sigma, lam, alpha_n, sigma_n = _levels(schedule, timesteps, final_alpha_bar)
     inv_2r = _inv_2r(lam, alpha_n, sigma_n, final_alpha_bar >= 1.0, lower_order_final)
     phi = alpha_n - alpha * sigma_n / sigma  # alpha_n (1 - e^-h)
     d0, d1 = phi * (1 + inv_2r), -phi * inv_2r
     alpha_p, sigma_p = _previous(alpha), _previous(sigma)
-    settings = {"timesteps": t.flip(0).tolist(), "final_alpha_bar": float(final_alpha_bar),
-                "lower_order_final": lower_order_final}
-    return StepTable(name="dpm_solver_pp_2m", t=t, a=sigma_n / sigma + d0 / alpha, b=-d0 * sigma / alpha,
-                     c=-d1 * sigma_p / alpha_p, d=d1 / alpha_p, s=torch.zeros_like(t), alpha_bar=ab, settings=settings)
+    settings = {
+        "timesteps": t.flip(0).tolist(),
+        "final_alpha_bar": float(final_alpha_bar),
+        "lower_order_final": lower_order_final,
+    }
+    return StepTable(
+        name="dpm_solver_pp_2m",
+        t=t,
+        a=sigma_n / sigma + d0 / alpha,
+        b=-d0 * sigma / alpha,
+        c=-d1 * sigma_p / alpha_p,
+        d=d1 / alpha_p,
+        s=torch.zeros_like(t),
+        alpha_bar=ab,
+        settings=settings,
+    )

@@ -15,6 +15,7 @@ FastDPM picks K reverse steps in one of two ways (Sec. 4.1-4.2):
 The reverse process (Sec. 4.3) is DDPM-rev (posterior mean, std kappa * sigma_tilde) or DDIM-rev
 (DDIM with eta = kappa); kappa = 0 gives the deterministic sampler in both cases.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,12 +36,19 @@ REVERSE = ("ddpm", "ddim")
 
 @dataclass
 class FastDPMSettings:
-    approach: str = opt("STEP", "STEP (a sub-sequence of the T steps) or VAR (a short variance schedule)",
-                        choices=APPROACHES)
-    schedule: str = opt("linear", "the STEP sub-sequence or the VAR variance schedule: linear or quadratic",
-                        choices=SUB_SEQUENCES)
-    kappa: float = opt(0.0, "noise scale of the reverse process (0: deterministic, 1: full; the paper's fine-tuning "
-                       "initialisation uses 1 with reverse ddpm)", min=0.0, max=1.0)
+    approach: str = opt(
+        "STEP", "STEP (a sub-sequence of the T steps) or VAR (a short variance schedule)", choices=APPROACHES
+    )
+    schedule: str = opt(
+        "linear", "the STEP sub-sequence or the VAR variance schedule: linear or quadratic", choices=SUB_SEQUENCES
+    )
+    kappa: float = opt(
+        0.0,
+        "noise scale of the reverse process (0: deterministic, 1: full; the paper's fine-tuning "
+        "initialisation uses 1 with reverse ddpm)",
+        min=0.0,
+        max=1.0,
+    )
     reverse: str = opt("ddim", "reverse process: ddpm (posterior mean) or ddim (eta = kappa)", choices=REVERSE)
 
 
@@ -75,7 +83,9 @@ def variance_schedule(schedule: NoiseSchedule, K: int, kind: str = "linear") -> 
         return torch.tensor([1 - float(schedule.alpha_bar[-1])], dtype=torch.float64)
     lo, hi = start, 1.0 - 1e-12
     if float(torch.log1p(-betas(lo)).sum()) < target:
-        raise FewstepError(f"FastDPM VAR: {K} steps reach the terminal noise level with betas below beta_1; use fewer steps")
+        raise FewstepError(
+            f"FastDPM VAR: {K} steps reach the terminal noise level with betas below beta_1; use fewer steps"
+        )
     for _ in range(200):  # bisection on the last beta: log gamma_bar_K decreases with it
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if float(torch.log1p(-betas(mid)).sum()) > target else (lo, mid)
@@ -92,9 +102,16 @@ def var_times(schedule: NoiseSchedule, K: int, kind: str = "linear") -> torch.Te
     return t
 
 
-def fastdpm_table(schedule: NoiseSchedule, K: int, approach: str = "STEP", kind: str = "linear",
-                  kappa: float = 0.0, reverse: str = "ddim", noise_at_last_step: bool = False,
-                  clip_x0: float | None = None) -> StepTable:
+def fastdpm_table(
+    schedule: NoiseSchedule,
+    K: int,
+    approach: str = "STEP",
+    kind: str = "linear",
+    kappa: float = 0.0,
+    reverse: str = "ddim",
+    noise_at_last_step: bool = False,
+    clip_x0: float | None = None,
+) -> StepTable:
     """The FastDPM sampler with K steps (see the module docstring for the options)."""
     if approach not in APPROACHES:
         raise FewstepError(f"unknown FastDPM approach {approach!r}; choose one of {', '.join(APPROACHES)}")
@@ -107,5 +124,6 @@ def fastdpm_table(schedule: NoiseSchedule, K: int, approach: str = "STEP", kind:
     sigma_tilde = posterior_std(ab, ab_next)
     mean_std = sigma_tilde if reverse == "ddpm" else kappa * sigma_tilde
     settings = {"timesteps": t.tolist(), "approach": approach, "kind": kind, "kappa": float(kappa), "reverse": reverse}
-    return generalized_table("fastdpm", t, ab, ab_next, mean_std, kappa * sigma_tilde, settings,
-                             noise_at_last_step, clip_x0)
+    return generalized_table(
+        "fastdpm", t, ab, ab_next, mean_std, kappa * sigma_tilde, settings, noise_at_last_step, clip_x0
+    )

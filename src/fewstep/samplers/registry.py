@@ -7,6 +7,7 @@ clipping of the x0-prediction) and one sub-section of settings per kind, owned b
 dataclass and a table builder, add the settings as a field of :class:`SamplerConfig` and register
 the builder in ``KINDS``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,19 +31,34 @@ KIND_NAMES = ("ddpm", "ddim", "fastdpm", "analytic_dpm", "dpm_solver_2m", "dpm_s
 
 @dataclass
 class SamplerConfig:
-    kind: str = opt("ddpm", "sampler: ddpm (ancestral, eq. 3), ddim, fastdpm, analytic_dpm, dpm_solver_2m or "
-                    "dpm_solver_pp_2m (multistep ODE solvers); its settings are in the section of the same name",
-                    choices=KIND_NAMES)
+    kind: str = opt(
+        "ddpm",
+        "sampler: ddpm (ancestral, eq. 3), ddim, fastdpm, analytic_dpm, dpm_solver_2m or "
+        "dpm_solver_pp_2m (multistep ODE solvers); its settings are in the section of the same name",
+        choices=KIND_NAMES,
+    )
     steps: int | None = opt(None, "number of steps K (model evaluations); null = all T steps (ddpm only)", min=1)
-    spacing: str = opt("uniform", "how the K steps are spaced: uniform in time, quadratic, uniform in log-SNR, karras "
-                       "(EDM rho = 7); fastdpm uses its own schedule setting", choices=SPACINGS)
-    timesteps: list[float] | None = opt(None, "explicit increasing model times in [0, T-1] (replaces steps and "
-                                        "spacing; ddpm needs integers)", min=0.0)
-    noise_at_last_step: bool | None = opt(None, "noise at the last step; null = the sampler's convention (ddpm: yes, "
-                                          "as the paper's toy sampler; the others: no). Policy-gradient fine-tuning "
-                                          "adds it where it is missing")
-    clip_x0: float | None = opt(None, "clip the x0-prediction to [-r, r] inside every step (diffusers' clip_sample "
-                                "with clip_sample_range r); null = no clipping", above=0.0)
+    spacing: str = opt(
+        "uniform",
+        "how the K steps are spaced: uniform in time, quadratic, uniform in log-SNR, karras "
+        "(EDM rho = 7); fastdpm uses its own schedule setting",
+        choices=SPACINGS,
+    )
+    timesteps: list[float] | None = opt(
+        None, "explicit increasing model times in [0, T-1] (replaces steps and spacing; ddpm needs integers)", min=0.0
+    )
+    noise_at_last_step: bool | None = opt(
+        None,
+        "noise at the last step; null = the sampler's convention (ddpm: yes, "
+        "as the paper's toy sampler; the others: no). Policy-gradient fine-tuning "
+        "adds it where it is missing",
+    )
+    clip_x0: float | None = opt(
+        None,
+        "clip the x0-prediction to [-r, r] inside every step (diffusers' clip_sample "
+        "with clip_sample_range r); null = no clipping",
+        above=0.0,
+    )
     ddpm: DDPMSettings = opt(DDPMSettings(), "settings of sampler kind ddpm")
     ddim: DDIMSettings = opt(DDIMSettings(), "settings of sampler kind ddim")
     fastdpm: FastDPMSettings = opt(FastDPMSettings(), "settings of sampler kind fastdpm")
@@ -59,8 +75,11 @@ def model_times(cfg: SamplerConfig, schedule: NoiseSchedule) -> torch.Tensor:
         if cfg.steps > T:
             raise FewstepError(f"sampler.steps={cfg.steps} is more than the model's T={T} steps")
         f = cfg.fastdpm
-        return step_subsequence(schedule, cfg.steps, f.schedule) if f.approach == "STEP" else \
-            var_times(schedule, cfg.steps, f.schedule)
+        return (
+            step_subsequence(schedule, cfg.steps, f.schedule)
+            if f.approach == "STEP"
+            else var_times(schedule, cfg.steps, f.schedule)
+        )
     if cfg.timesteps is not None:
         t = torch.tensor(cfg.timesteps, dtype=torch.float64)
         if len(t) == 0 or (t[1:] <= t[:-1]).any() or t[0] < 0 or t[-1] > T - 1:
@@ -102,8 +121,10 @@ def _analytic_dpm(cfg, schedule, times, model, data):
             raise FewstepError(f"sampler.analytic_dpm.gamma has {len(a.gamma)} values for {len(times)} steps")
         gamma = torch.tensor(a.gamma, dtype=torch.float64)
     elif model is None or data is None:
-        raise FewstepError("sampler kind analytic_dpm estimates Gamma_n with the model on training data; "
-                           "none was given here, so set sampler.analytic_dpm.gamma")
+        raise FewstepError(
+            "sampler kind analytic_dpm estimates Gamma_n with the model on training data; "
+            "none was given here, so set sampler.analytic_dpm.gamma"
+        )
     else:
         gamma = estimate_gamma(model, schedule, times, data, a.n_samples)
     return analytic_dpm_table(schedule, times, gamma, a.mean, _last_noise(cfg), cfg.clip_x0)
@@ -116,6 +137,7 @@ def _multistep(builder):
         if cfg.noise_at_last_step:
             raise FewstepError(f"sampler.noise_at_last_step does not apply to the ODE solver {cfg.kind}")
         return builder(schedule, times, lower_order_final=cfg.dpm_solver.lower_order_final)
+
     return build
 
 

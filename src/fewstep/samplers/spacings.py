@@ -16,6 +16,7 @@ Spacings (K steps, endpoints included):
 * ``karras``: sigma_i = (sigma_max^(1/rho) + i/(K-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
   sigma = sqrt((1 - alpha_bar) / alpha_bar), rho = 7 (EDM, Karras et al. 2022, eq. 5)
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,7 +63,9 @@ def _check(schedule: NoiseSchedule, K: int, t_min: float, t_max: float | None) -
     if K < 1:
         raise FewstepError(f"a spacing needs K >= 1 steps, got {K}")
     if not (0 <= t_min < t_max <= schedule.T - 1) and not (K == 1 and t_min <= t_max):
-        raise FewstepError(f"spacing endpoints must satisfy 0 <= t_min < t_max <= {schedule.T - 1}, got {t_min}, {t_max}")
+        raise FewstepError(
+            f"spacing endpoints must satisfy 0 <= t_min < t_max <= {schedule.T - 1}, got {t_min}, {t_max}"
+        )
     return t_max
 
 
@@ -93,7 +96,9 @@ def logsnr_uniform(schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: f
     return t
 
 
-def karras(schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
+def karras(
+    schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: float | None = None, rho: float = 7.0
+) -> torch.Tensor:
     """K model times whose sigma = sqrt((1 - ab) / ab) follow EDM's rho-spacing (eq. 5 of Karras et al.)."""
     t_max = _check(schedule, K, t_min, t_max)
     ab = alpha_bar_at(schedule, torch.tensor([t_min, t_max]))
@@ -105,8 +110,9 @@ def karras(schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: float | N
     return t
 
 
-def spacing(name: str, schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: float | None = None,
-            integer: bool = False) -> torch.Tensor:
+def spacing(
+    name: str, schedule: NoiseSchedule, K: int, t_min: float = 0.0, t_max: float | None = None, integer: bool = False
+) -> torch.Tensor:
     """The named spacing; ``integer`` rounds to distinct integer times (for integer-time samplers)."""
     makers = {"uniform": time_uniform, "quadratic": time_quadratic, "logsnr": logsnr_uniform, "karras": karras}
     if name not in makers:

@@ -4,7 +4,8 @@ In the variance-exploding variables x = x0 + sigma eps (sigma = sqrt((1 - ab) / 
 denoiser D(x, sigma) = x0_hat), an SDE solver that freezes the denoiser at the start sigma_i of
 each interval differs from the true reverse SDE by a drift whose Girsanov KL is
 
-    KLUB(sigma_0 > ... > sigma_K) = sum_i int_{sigma_{i+1}}^{sigma_i} E ||D(x0 + s eps, s) - D(x0 + sigma_i eps, sigma_i)||^2 / s^3 ds
+    KLUB(sigma_0 > ... > sigma_K)
+        = sum_i int_{sigma_{i+1}}^{sigma_i} E ||D(x0 + s eps, s) - D(x0 + sigma_i eps, sigma_i)||^2 / s^3 ds
 
 (AYS eq. 7-8, with the same eps along the interval). This project estimates every interval on a
 grid of candidate times by Monte Carlo on training data (common random numbers), then runs AYS's
@@ -12,6 +13,7 @@ coordinate search: each interior point in turn moves to the grid point between i
 that minimises its two adjacent intervals, sweeping until the KLUB improves by less than ``tol``
 (relative) in a sweep (early stopping) or ``max_sweeps`` is reached.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +24,9 @@ from .optimise import ScheduleResult, candidate_grid
 
 
 @torch.no_grad()
-def klub_costs(model, schedule: NoiseSchedule, grid: torch.Tensor, data: torch.Tensor, n: int = 1024, seed: int = 0) -> torch.Tensor:
+def klub_costs(
+    model, schedule: NoiseSchedule, grid: torch.Tensor, data: torch.Tensor, n: int = 1024, seed: int = 0
+) -> torch.Tensor:
     """cost[u, v] = the KLUB of the interval from grid[u] down to grid[v] (grid decreasing in time)."""
     gen = torch.Generator().manual_seed(seed)
     dtype = next(model.parameters()).dtype
@@ -49,7 +53,9 @@ def klub_costs(model, schedule: NoiseSchedule, grid: torch.Tensor, data: torch.T
     return cum - cum.diagonal()[:, None]
 
 
-def coordinate_search(cost: torch.Tensor, init: list[int], tol: float = 1e-4, max_sweeps: int = 50) -> tuple[list[int], list[float]]:
+def coordinate_search(
+    cost: torch.Tensor, init: list[int], tol: float = 1e-4, max_sweeps: int = 50
+) -> tuple[list[int], list[float]]:
     """AYS's coordinate search on grid indices (first and last fixed); returns the path and KLUB per sweep."""
     path = list(init)
     total = lambda p: float(sum(cost[a, b] for a, b in zip(p[:-1], p[1:])))  # noqa: E731
@@ -68,8 +74,17 @@ def coordinate_search(cost: torch.Tensor, init: list[int], tol: float = 1e-4, ma
     return path, trace
 
 
-def align_your_steps(model, schedule: NoiseSchedule, K: int, data: torch.Tensor, grid: torch.Tensor | None = None,
-                     grid_size: int = 120, n_mc: int = 1024, seed: int = 0, tol: float = 1e-4) -> ScheduleResult:
+def align_your_steps(
+    model,
+    schedule: NoiseSchedule,
+    K: int,
+    data: torch.Tensor,
+    grid: torch.Tensor | None = None,
+    grid_size: int = 120,
+    n_mc: int = 1024,
+    seed: int = 0,
+    tol: float = 1e-4,
+) -> ScheduleResult:
     """The AYS schedule with K model evaluations: decreasing times T-1 = t_0 > ... > t_K = 0."""
     grid = candidate_grid(schedule, grid_size) if grid is None else torch.as_tensor(grid, dtype=torch.float64)
     cost = klub_costs(model, schedule, grid, data, n_mc, seed)

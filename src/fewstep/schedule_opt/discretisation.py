@@ -23,6 +23,7 @@ Monte Carlo on training data, with no sampling chain. Because the i-th term depe
 pair (t_i, t_{i+1}), L is a sum over consecutive pairs: its exact minimum over a grid of
 candidate times is a shortest path (:mod:`.dp`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,21 +72,32 @@ def x0_errors(model, schedule: NoiseSchedule, times: torch.Tensor, x0: torch.Ten
     return (x0_hat - x0).pow(2).flatten(2).mean(2).mean(1)
 
 
-def discretisation_loss(model, schedule: NoiseSchedule, times: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def discretisation_loss(
+    model, schedule: NoiseSchedule, times: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """L(t) = sum_i w_i e(t_i) for decreasing ``times`` (K + 1 points; the last is not evaluated)."""
     w, _ = loss_weights(schedule, times)
     return (w.to(x0.dtype) * x0_errors(model, schedule, times[:-1], x0, eps)).sum()
 
 
 @torch.no_grad()
-def grid_errors(model, schedule: NoiseSchedule, grid: torch.Tensor, data: torch.Tensor, n: int = 2048,
-                seed: int = 0, chunk: int = 16) -> torch.Tensor:
+def grid_errors(
+    model,
+    schedule: NoiseSchedule,
+    grid: torch.Tensor,
+    data: torch.Tensor,
+    n: int = 2048,
+    seed: int = 0,
+    chunk: int = 16,
+) -> torch.Tensor:
     """e(t) at every grid time, Monte Carlo with ``n`` training points and common noise."""
     gen = torch.Generator().manual_seed(seed)
     x0 = data[torch.randint(0, len(data), (n,), generator=gen)]
     eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
     grid = torch.as_tensor(grid, dtype=torch.float64)
-    return torch.cat([x0_errors(model, schedule, grid[i:i + chunk], x0, eps).double() for i in range(0, len(grid), chunk)])
+    return torch.cat(
+        [x0_errors(model, schedule, grid[i : i + chunk], x0, eps).double() for i in range(0, len(grid), chunk)]
+    )
 
 
 def pair_costs(schedule: NoiseSchedule, grid: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
@@ -105,7 +117,21 @@ def bound_sampler_table(schedule: NoiseSchedule, times) -> StepTable:
     t, ab, ab_next = step_levels(schedule, times[:-1].flip(0), final)
     scale = torch.ones_like(ab)
     scale[0] = final**-0.5  # increasing-time order: index 0 is the last step
-    table = generalized_table("schedule_opt", t, ab, ab_next, torch.zeros_like(ab), torch.zeros_like(ab),
-                              {"timesteps": t.tolist(), "final_time": float(times[-1])})
-    return StepTable(name=table.name, t=table.t, a=table.a * scale.flip(0), b=table.b * scale.flip(0), s=table.s,
-                     alpha_bar=table.alpha_bar, settings=table.settings)
+    table = generalized_table(
+        "schedule_opt",
+        t,
+        ab,
+        ab_next,
+        torch.zeros_like(ab),
+        torch.zeros_like(ab),
+        {"timesteps": t.tolist(), "final_time": float(times[-1])},
+    )
+    return StepTable(
+        name=table.name,
+        t=table.t,
+        a=table.a * scale.flip(0),
+        b=table.b * scale.flip(0),
+        s=table.s,
+        alpha_bar=table.alpha_bar,
+        settings=table.settings,
+    )

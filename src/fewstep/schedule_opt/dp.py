@@ -5,6 +5,7 @@ a grid of M candidate points ordered from noise to data. When the objective is a
 costs ``cost[u, v]`` (u before v), the cheapest path with exactly K edges is found exactly in
 O(K M^2) by the Bellman recursion best[k, v] = min_u best[k-1, u] + cost[u, v].
 """
+
 from __future__ import annotations
 
 import itertools

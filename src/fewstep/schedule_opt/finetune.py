@@ -7,6 +7,7 @@ a small learning rate and an EMA of the weights, on the one training loop
 (:func:`fewstep.training.loop.train`: resume, checkpoints and data parallelism when given a run).
 ``alternate`` runs R rounds of (Phase 1 on the current model, Phase 2 at the steps it chose).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,10 +36,23 @@ def evaluated_steps(times: torch.Tensor, T: int) -> torch.Tensor:
     return steps
 
 
-def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: torch.Tensor, data: torch.Tensor,
-                      weighting: str = "uniform", steps: int = 1000, lr: float = 1e-4, batch_size: int = 256,
-                      seed: int = 0, progress: bool = False, ema_decay: float = 0.995, run: Run | None = None,
-                      config=None, resume: bool = False, ctx: Context = SINGLE) -> torch.nn.Module:
+def finetune_at_steps(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    times: torch.Tensor,
+    data: torch.Tensor,
+    weighting: str = "uniform",
+    steps: int = 1000,
+    lr: float = 1e-4,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+    ema_decay: float = 0.995,
+    run: Run | None = None,
+    config=None,
+    resume: bool = False,
+    ctx: Context = SINGLE,
+) -> torch.nn.Module:
     """A fine-tuned copy of ``model`` at the evaluated steps of decreasing ``times`` (t_0..t_{K-1}).
 
     Returns the exponential moving average of the fine-tuned weights (``ema_decay``; 0 returns the
@@ -69,15 +83,30 @@ def finetune_at_steps(model: torch.nn.Module, schedule: NoiseSchedule, times: to
         optimizer.step()
         return {"loss": average(loss.item(), ctx)}
 
-    stage = Stage("phase2", {"model": Part(tuned, optimizer, lr)}, "model", steps, config, tuple(data.shape[1:]),
-                  random, ema_decay=ema_decay, log_every=max(1, steps // 20), checkpoint_every=max(1, steps),
-                  meta={"schedule_times": times.tolist()})
+    stage = Stage(
+        "phase2",
+        {"model": Part(tuned, optimizer, lr)},
+        "model",
+        steps,
+        config,
+        tuple(data.shape[1:]),
+        random,
+        ema_decay=ema_decay,
+        log_every=max(1, steps // 20),
+        checkpoint_every=max(1, steps),
+        meta={"schedule_times": times.tolist()},
+    )
     return train(run, stage, step, resume, progress, ctx).model
 
 
-def alternate(model: torch.nn.Module, schedule: NoiseSchedule, data: torch.Tensor,
-              phase1: Callable[[torch.nn.Module], ScheduleResult], rounds: int = 2,
-              **phase2) -> tuple[torch.nn.Module, ScheduleResult]:
+def alternate(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    data: torch.Tensor,
+    phase1: Callable[[torch.nn.Module], ScheduleResult],
+    rounds: int = 2,
+    **phase2,
+) -> tuple[torch.nn.Module, ScheduleResult]:
     """R rounds of Phase 1 (``phase1(model)``) then Phase 2 at its steps; returns the model and last schedule."""
     if rounds < 1:
         raise FewstepError(f"rounds must be >= 1, got {rounds}")

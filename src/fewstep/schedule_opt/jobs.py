@@ -6,6 +6,7 @@ Each job writes ``checkpoints/<stage>.safetensors`` whose metadata records the s
 evaluated steps as integers: ``fewstep finetune --set sampler.timesteps=[...]`` starts shortcut
 fine-tuning from this schedule), and scores beside the noise floor.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ from ..data import DataSource
 from ..errors import FewstepError
 from ..evaluation import Evaluator, evaluate_sampler, format_scores
 from ..evaluation.points import sliced_w2
-from ..models import Pretrained, save_model
+from ..models import save_model
+from ..pretrained import Pretrained
 from ..rollout import sample
 from ..runs import Run
 from ..samplers import ddim_table, spacing
@@ -35,7 +37,9 @@ def heldout_metric(config: Config, schedule: NoiseSchedule, model, data: DataSou
     heldout, _ = data.floor_pair(cfg.eval_samples, config.evaluate.seed + 101)
 
     def metric(times: torch.Tensor) -> float:
-        x = sample(model, bound_sampler_table(schedule, times), len(heldout), data.shape, seed=config.evaluate.seed + 102)
+        x = sample(
+            model, bound_sampler_table(schedule, times), len(heldout), data.shape, seed=config.evaluate.seed + 102
+        )
         return sliced_w2(x, heldout, config.evaluate.sliced_projections, seed=config.evaluate.seed)
 
     return metric
@@ -45,23 +49,42 @@ def phase1(model, config: Config, schedule: NoiseSchedule, data: DataSource, pro
     """Optimise the K-step schedule of ``model`` with the configured method."""
     cfg = config.schedule_opt
     if cfg.steps > schedule.T - 1:
-        raise FewstepError(f"schedule_opt.steps={cfg.steps} needs a model with more than {cfg.steps} steps "
-                           f"(T={schedule.T})")
+        raise FewstepError(
+            f"schedule_opt.steps={cfg.steps} needs a model with more than {cfg.steps} steps (T={schedule.T})"
+        )
     if cfg.method == "dp":
-        return optimise_dp(model, schedule, cfg.steps, data.train(), grid_size=cfg.grid_size, n_mc=cfg.n_mc,
-                           seed=config.seed)
+        return optimise_dp(
+            model, schedule, cfg.steps, data.train(), grid_size=cfg.grid_size, n_mc=cfg.n_mc, seed=config.seed
+        )
     init = spacing(cfg.init_spacing, schedule, cfg.steps + 1).flip(0)
     metric = heldout_metric(config, schedule, model, data)
-    return optimise_adam(model, schedule, init, data.train(), metric, cfg.adam_steps, cfg.adam_lr, cfg.adam_batch,
-                         cfg.eval_every, cfg.patience, config.seed, progress)
+    return optimise_adam(
+        model,
+        schedule,
+        init,
+        data.train(),
+        metric,
+        cfg.adam_steps,
+        cfg.adam_lr,
+        cfg.adam_batch,
+        cfg.eval_every,
+        cfg.patience,
+        config.seed,
+        progress,
+    )
 
 
-def _save(run: Run, stage: str, pretrained: Pretrained, model, times: torch.Tensor, data: DataSource,
-          extra: dict) -> dict:
+def _save(
+    run: Run, stage: str, pretrained: Pretrained, model, times: torch.Tensor, data: DataSource, extra: dict
+) -> dict:
     config, schedule = run.config, pretrained.schedule
     table = bound_sampler_table(schedule, times)
-    record = {"schedule_times": times.tolist(), "table": table_to_dict(table),
-              "sampler_timesteps": evaluated_steps(times, schedule.T).tolist(), **extra}
+    record = {
+        "schedule_times": times.tolist(),
+        "table": table_to_dict(table),
+        "sampler_timesteps": evaluated_steps(times, schedule.T).tolist(),
+        **extra,
+    }
     save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=record)
     (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate)
@@ -69,11 +92,16 @@ def _save(run: Run, stage: str, pretrained: Pretrained, model, times: torch.Tens
     baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
     _, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)
     run.log({"stage": stage, "step": 0, "times": times.tolist(), **scores, "ddim_uniform": base_scores["model"]})
-    lines = [f"# fewstep schedule: {stage.replace('_', ' ')} (K={len(times) - 1})", "",
-             f"data: {data.describe()}; {scores['n']} samples", "",
-             f"times: {[round(float(t), 2) for t in times]}",
-             f"optimised schedule: {format_scores(scores)}",
-             f"DDIM, uniform steps: {format_scores(base_scores)}", ""]
+    lines = [
+        f"# fewstep schedule: {stage.replace('_', ' ')} (K={len(times) - 1})",
+        "",
+        f"data: {data.describe()}; {scores['n']} samples",
+        "",
+        f"times: {[round(float(t), 2) for t in times]}",
+        f"optimised schedule: {format_scores(scores)}",
+        f"DDIM, uniform steps: {format_scores(base_scores)}",
+        "",
+    ]
     run.write_summary("\n".join(lines))
     return {"optimised": scores, "ddim_uniform": base_scores}
 
@@ -83,8 +111,15 @@ def optimise_job(run: Run, pretrained: Pretrained, progress: bool = False) -> di
     data = DataSource(run.config.data)
     started = time.time()
     result = phase1(pretrained.model, run.config, pretrained.schedule, data, progress)
-    return _save(run, "schedule", pretrained, pretrained.model, result.times, data,
-                 {"phase1_loss": result.loss, "seconds": time.time() - started})
+    return _save(
+        run,
+        "schedule",
+        pretrained,
+        pretrained.model,
+        result.times,
+        data,
+        {"phase1_loss": result.loss, "seconds": time.time() - started},
+    )
 
 
 def finetune_job(run: Run, pretrained: Pretrained, keep_schedule: bool = False, progress: bool = False) -> dict:
@@ -100,9 +135,26 @@ def finetune_job(run: Run, pretrained: Pretrained, keep_schedule: bool = False, 
     for r in range(cfg.rounds):
         if not keep_schedule:
             times = phase1(model, config, schedule, data, progress).times
-        model = finetune_at_steps(model, schedule, times, data.train(), cfg.weighting, cfg.finetune_steps,
-                                  cfg.finetune_lr, cfg.finetune_batch, config.seed + r, progress)
+        model = finetune_at_steps(
+            model,
+            schedule,
+            times,
+            data.train(),
+            cfg.weighting,
+            cfg.finetune_steps,
+            cfg.finetune_lr,
+            cfg.finetune_batch,
+            config.seed + r,
+            progress,
+        )
         if keep_schedule:
             break
-    return _save(run, "schedule_finetune", pretrained, model, times, data,
-                 {"rounds": cfg.rounds, "keep_schedule": keep_schedule, "seconds": time.time() - started})
+    return _save(
+        run,
+        "schedule_finetune",
+        pretrained,
+        model,
+        times,
+        data,
+        {"rounds": cfg.rounds, "keep_schedule": keep_schedule, "seconds": time.time() - started},
+    )

@@ -10,6 +10,7 @@ Two optimisers of the same L(t), endpoints t_0 = t_first and t_K = t_last fixed:
 * :func:`optimise_dp`: the exact minimiser of the Monte-Carlo estimate of L over a grid of
   candidate times, by dynamic programming (L is a sum over consecutive pairs).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,15 +35,27 @@ class ScheduleResult:
     history: list[dict] = field(default_factory=list)
 
 
-def candidate_grid(schedule: NoiseSchedule, size: int, t_first: float | None = None, t_last: float = 0.0) -> torch.Tensor:
+def candidate_grid(
+    schedule: NoiseSchedule, size: int, t_first: float | None = None, t_last: float = 0.0
+) -> torch.Tensor:
     """Decreasing integer candidate times: the union of time-uniform and log-SNR-uniform spacings."""
     t_first = float(schedule.T - 1) if t_first is None else t_first
-    pts = torch.cat([spacing("uniform", schedule, size, t_last, t_first), spacing("logsnr", schedule, size, t_last, t_first)])
+    pts = torch.cat(
+        [spacing("uniform", schedule, size, t_last, t_first), spacing("logsnr", schedule, size, t_last, t_first)]
+    )
     return torch.unique(pts.round()).flip(0).to(torch.float64)
 
 
-def optimise_dp(model, schedule: NoiseSchedule, K: int, data: torch.Tensor, grid: torch.Tensor | None = None,
-                grid_size: int = 200, n_mc: int = 2048, seed: int = 0) -> ScheduleResult:
+def optimise_dp(
+    model,
+    schedule: NoiseSchedule,
+    K: int,
+    data: torch.Tensor,
+    grid: torch.Tensor | None = None,
+    grid_size: int = 200,
+    n_mc: int = 2048,
+    seed: int = 0,
+) -> ScheduleResult:
     """Exact minimiser of the Monte-Carlo discretisation loss over ``grid`` (decreasing times)."""
     grid = candidate_grid(schedule, grid_size) if grid is None else torch.as_tensor(grid, dtype=torch.float64)
     errors = grid_errors(model, schedule, grid, data, n_mc, seed)
@@ -69,10 +82,20 @@ class CumulativeSoftmax(torch.nn.Module):
         return torch.cat([ends([self.t_first]), inner, ends([self.t_last])])
 
 
-def optimise_adam(model, schedule: NoiseSchedule, init_times: torch.Tensor, data: torch.Tensor,
-                  metric: Callable[[torch.Tensor], float] | None = None, steps: int = 300, lr: float = 0.05,
-                  batch_size: int = 512, eval_every: int = 25, patience: int = 4, seed: int = 0,
-                  progress: bool = False) -> ScheduleResult:
+def optimise_adam(
+    model,
+    schedule: NoiseSchedule,
+    init_times: torch.Tensor,
+    data: torch.Tensor,
+    metric: Callable[[torch.Tensor], float] | None = None,
+    steps: int = 300,
+    lr: float = 0.05,
+    batch_size: int = 512,
+    eval_every: int = 25,
+    patience: int = 4,
+    seed: int = 0,
+    progress: bool = False,
+) -> ScheduleResult:
     """Adam on the cumulative-softmax logits, early-stopped on a held-out ``metric`` when given."""
     param = CumulativeSoftmax(init_times)
     opt = torch.optim.Adam(param.parameters(), lr=lr)

@@ -12,6 +12,7 @@ fixed by t_0 = T - 1. Every term depends on one pair of consecutive steps, so th
 schedule that maximises the ELBO is a shortest path on the grid plus a data node (:mod:`.dp`).
 The schedule is sampled with DDPM (beta_tilde') on the chosen integer steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,21 @@ def elbo_costs(schedule: NoiseSchedule, grid: torch.Tensor, errors: torch.Tensor
     return cost
 
 
-def watson_dp(model, schedule: NoiseSchedule, K: int, data: torch.Tensor, grid: torch.Tensor | None = None,
-              n_mc: int = 2048, seed: int = 0) -> ScheduleResult:
+def watson_dp(
+    model,
+    schedule: NoiseSchedule,
+    K: int,
+    data: torch.Tensor,
+    grid: torch.Tensor | None = None,
+    n_mc: int = 2048,
+    seed: int = 0,
+) -> ScheduleResult:
     """The ELBO-optimal K-step DDPM sub-sequence; ``times`` are the K evaluated steps, decreasing."""
-    grid = torch.arange(schedule.T - 1, -1, -1, dtype=torch.float64) if grid is None else torch.as_tensor(grid, dtype=torch.float64)
+    grid = (
+        torch.arange(schedule.T - 1, -1, -1, dtype=torch.float64)
+        if grid is None
+        else torch.as_tensor(grid, dtype=torch.float64)
+    )
     errors = grid_errors(model, schedule, grid, data, n_mc, seed)
     path, value = min_cost_path(elbo_costs(schedule, grid, errors), K)
     return ScheduleResult(grid[path[:-1]], value, [{"neg_elbo_per_dim": value}])

@@ -9,6 +9,7 @@ The generator network runs in eval mode throughout (no dropout): rollouts and re
 the same network, or the policy gradient is not that of the sampler being tuned (the reference
 implementation does the same).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from ..config import Config
 from ..data import DataSource
 from ..distributed import setup
 from ..errors import FewstepError
-from ..models import Pretrained, adam, build_baseline, build_critic, set_threads
+from ..models import adam, build_baseline, build_critic, set_threads
+from ..pretrained import Pretrained
 from ..runs import Run
 from ..samplers import build_table, for_policy_gradient
 from ..steps import StepTable, table_from_dict, table_to_dict
@@ -39,7 +41,9 @@ class Finetuned:
     result: Result
 
 
-def initial_table(config: Config, pretrained: Pretrained, data: DataSource, table: StepTable | None = None) -> StepTable:
+def initial_table(
+    config: Config, pretrained: Pretrained, data: DataSource, table: StepTable | None = None
+) -> StepTable:
     """The sampler fine-tuning starts from: ``table``, else the checkpoint's recorded one, else
     ``config.sampler``'s; made ready for policy gradient unless the estimator is pathwise."""
     if table is None:
@@ -47,9 +51,16 @@ def initial_table(config: Config, pretrained: Pretrained, data: DataSource, tabl
     return table if config.finetune.estimator == "pathwise" else for_policy_gradient(table)
 
 
-def finetune(config: Config, run: Run | None, pretrained: Pretrained, table: StepTable | None = None,
-             resume: bool = False, progress: bool = True, data: DataSource | None = None,
-             callback: Callable[[int, dict], None] | None = None) -> Finetuned:
+def finetune(
+    config: Config,
+    run: Run | None,
+    pretrained: Pretrained,
+    table: StepTable | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    data: DataSource | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> Finetuned:
     """Fine-tune ``pretrained.model`` with Algorithm 1 on ``table`` (default: :func:`initial_table`).
 
     Logs held-out scores every ``finetune.eval_every`` iterations (``evaluate.train_samples``
@@ -65,8 +76,10 @@ def finetune(config: Config, run: Run | None, pretrained: Pretrained, table: Ste
     train_x = data.train().to(ctx.device)
     shape = tuple(train_x.shape[1:])
     if shape != tuple(pretrained.shape):
-        raise FewstepError(f"the model was trained on data of shape {tuple(pretrained.shape)} but the "
-                           f"{data.name} data has shape {shape}")
+        raise FewstepError(
+            f"the model was trained on data of shape {tuple(pretrained.shape)} but the "
+            f"{data.name} data has shape {shape}"
+        )
     ctx.rows(cfg.batch_size)
     set_threads(config.threads, shape)
     path = run.checkpoint("finetune") if run else None
@@ -79,13 +92,20 @@ def finetune(config: Config, run: Run | None, pretrained: Pretrained, table: Ste
     critic = build_critic(cfg, shape).to(ctx.device)
     baseline = build_baseline(cfg, shape, config.model.time_dim).to(ctx.device)
     parts = {
-        "generator": Part(generator, adam(generator.parameters(), cfg.lr_generator, ctx.device), cfg.lr_generator,
-                          cfg.lr_schedule),
+        "generator": Part(
+            generator, adam(generator.parameters(), cfg.lr_generator, ctx.device), cfg.lr_generator, cfg.lr_schedule
+        ),
         "critic": Part(critic, adam(critic.parameters(), cfg.lr_critic, ctx.device), cfg.lr_critic),
         "baseline": Part(baseline, adam(baseline.parameters(), cfg.lr_baseline, ctx.device), cfg.lr_baseline),
     }
-    nets = Nets(generator, critic, baseline, parts["generator"].optimizer, parts["critic"].optimizer,
-                parts["baseline"].optimizer)
+    nets = Nets(
+        generator,
+        critic,
+        baseline,
+        parts["generator"].optimizer,
+        parts["critic"].optimizer,
+        parts["baseline"].optimizer,
+    )
     random = torch.Generator().manual_seed(config.seed + 2)
 
     def draw_real(m: int) -> torch.Tensor:
@@ -96,11 +116,25 @@ def finetune(config: Config, run: Run | None, pretrained: Pretrained, table: Ste
 
     evaluate, watch = sample_monitor(config, data, pretrained.schedule, ctx.device, start_table)
     health = sample_health(start_table, shape, float(train_x.abs().max()), ctx.device, generator)
-    stage = Stage("finetune", parts, "generator", cfg.iterations, config, shape, random, ema_decay=cfg.ema_decay,
-                  log_every=cfg.log_every, eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every,
-                  evaluate=evaluate, evaluate_at_start=True, watch=watch, blowup=cfg.divergence_factor,
-                  health=health, meta={"table": table_to_dict(start_table), "method": method.name,
-                                       **pretrained_meta(pretrained)})
+    stage = Stage(
+        "finetune",
+        parts,
+        "generator",
+        cfg.iterations,
+        config,
+        shape,
+        random,
+        ema_decay=cfg.ema_decay,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        evaluate=evaluate,
+        evaluate_at_start=True,
+        watch=watch,
+        blowup=cfg.divergence_factor,
+        health=health,
+        meta={"table": table_to_dict(start_table), "method": method.name, **pretrained_meta(pretrained)},
+    )
     result = train(run, stage, step, resume, progress, ctx, callback)
     return Finetuned(result.model, start_table, result)
 

@@ -14,6 +14,7 @@ random generator; metadata: step, training seconds, the optimisers' scalars, the
 whatever the stage adds (config, data shape, step table). ``<stage>_best.safetensors`` holds the
 sampling weights at the best held-out evaluation.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,15 @@ def _finite_stats(stats: dict, step: int, name: str) -> None:
         raise Diverged(f"{name} diverged at step {step}: {bad[0]} is not finite")
 
 
-def train(run: Run | None, stage: Stage, step: Callable[[int], dict], resume: bool = False, progress: bool = True,
-          ctx: Context = SINGLE, callback: Callable[[int, dict], None] | None = None) -> Result:
+def train(
+    run: Run | None,
+    stage: Stage,
+    step: Callable[[int], dict],
+    resume: bool = False,
+    progress: bool = True,
+    ctx: Context = SINGLE,
+    callback: Callable[[int, dict], None] | None = None,
+) -> Result:
     """Run ``step(i)`` for i = start..stage.steps - 1 with everything around it (see the module docstring).
 
     Returns the sampling network (EMA or trained weights, in eval mode), the steps done, the
@@ -136,8 +144,13 @@ def train(run: Run | None, stage: Stage, step: Callable[[int], dict], resume: bo
     def evaluate(done: int, stats: dict) -> tuple[dict, str | None]:
         """Log an evaluation, keep the best checkpoint; return the record and a problem, if any."""
         nonlocal best
-        record = {"stage": stage.name, "step": done, "seconds": round(seconds, 3), **stats,
-                  **stage.evaluate(sampler_model())}
+        record = {
+            "stage": stage.name,
+            "step": done,
+            "seconds": round(seconds, 3),
+            **stats,
+            **stage.evaluate(sampler_model()),
+        }
         if writes:
             run.log(record)
         value = record.get(stage.watch) if stage.watch else None
@@ -149,8 +162,14 @@ def train(run: Run | None, stage: Stage, step: Callable[[int], dict], resume: bo
         if best is None or value < best["value"]:
             best = {"step": done, "value": value, "metric": stage.watch, "initial": initial}
             if writes:
-                save_model(best_path, sampler_model(), stage.config, stage.shape, stage.name,
-                       extra_meta={**stage.meta, "step": done, "best": best})
+                save_model(
+                    best_path,
+                    sampler_model(),
+                    stage.config,
+                    stage.shape,
+                    stage.name,
+                    extra_meta={**stage.meta, "step": done, "best": best},
+                )
         return record, None
 
     def agree(problem: str | None, done: int) -> None:
@@ -168,8 +187,14 @@ def train(run: Run | None, stage: Stage, step: Callable[[int], dict], resume: bo
             save(0)
             saved_at = 0
     running: dict[str, list[float]] = {}
-    bar = tqdm(range(start, stage.steps), desc=stage.name, disable=not (progress and ctx.is_main), initial=start,
-               total=stage.steps, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, stage.steps),
+        desc=stage.name,
+        disable=not (progress and ctx.is_main),
+        initial=start,
+        total=stage.steps,
+        dynamic_ncols=True,
+    )
     try:
         for i in bar:
             for part in stage.parts.values():
@@ -187,8 +212,14 @@ def train(run: Run | None, stage: Stage, step: Callable[[int], dict], resume: bo
             last = done == stage.steps
             evaluating = stage.evaluate is not None and ((stage.eval_every and done % stage.eval_every == 0) or last)
             if writes and (done % stage.log_every == 0 or last) and not evaluating:
-                run.log({"stage": stage.name, "step": done, "seconds": round(seconds, 3),
-                         **{k: sum(v) / len(v) for k, v in running.items()}})
+                run.log(
+                    {
+                        "stage": stage.name,
+                        "step": done,
+                        "seconds": round(seconds, 3),
+                        **{k: sum(v) / len(v) for k, v in running.items()},
+                    }
+                )
             if evaluating:
                 problem = None
                 if ctx.is_main:

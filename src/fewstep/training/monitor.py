@@ -1,4 +1,5 @@
 """What a training stage watches: held-out sample quality during training, and sample health."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,9 @@ def watched_metric(evaluator: Evaluator) -> str:
     return "w2" if evaluator.size(evaluator.cfg.train_samples) <= evaluator.cfg.exact_w2_max else "sw2"
 
 
-def sample_monitor(config, data, schedule, device, table: StepTable | None = None
-                   ) -> tuple[Callable[[torch.nn.Module], dict], str]:
+def sample_monitor(
+    config, data, schedule, device, table: StepTable | None = None
+) -> tuple[Callable[[torch.nn.Module], dict], str]:
     """``evaluate(model)`` scoring ``evaluate.train_samples`` samples against held-out data (one
     repeat, the floor beside it), and the name of the watched metric."""
     cfg = dataclasses.replace(config.evaluate, n_samples=config.evaluate.train_samples, repeats=1)
@@ -35,8 +37,9 @@ def sample_monitor(config, data, schedule, device, table: StepTable | None = Non
     return evaluate, watched_metric(evaluator)
 
 
-def sample_health(table: StepTable, shape: tuple[int, ...], scale: float, device, start: torch.nn.Module,
-                  n: int = 256) -> Callable[[torch.nn.Module], str | None]:
+def sample_health(
+    table: StepTable, shape: tuple[int, ...], scale: float, device, start: torch.nn.Module, n: int = 256
+) -> Callable[[torch.nn.Module], str | None]:
     """A check run before every checkpoint: ``n`` samples must be finite and within 100 x the larger
     of the data's largest absolute value (``scale``) and that of the ``start`` model's samples."""
     n = min(n, 16) if len(shape) == 3 else n
@@ -53,7 +56,8 @@ def sample_health(table: StepTable, shape: tuple[int, ...], scale: float, device
             return f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite"
         peak = float(x.abs().max())
         if peak > limit:
-            return f"samples reach |x| = {peak:.3g}, over 100 times the data's and the starting sampler's {limit / 100:.3g}"
+            return (f"samples reach |x| = {peak:.3g}, over 100 times the largest value of the data and of the "
+                    f"starting sampler, {limit / 100:.3g}")
         return None
 
     return health

@@ -6,6 +6,7 @@ epsilon form gives w_i * ||eps - eps_theta(x_i, i)||^2 with w_i = beta_i^2 / (2 
 alpha_i (1 - alpha_bar_i)). The simple loss drops w_i and samples i uniformly: J up to a
 per-step weighting (Ho et al. found the unweighted loss samples better).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ class EpsilonLoss:
     timesteps: torch.Tensor | None = None
     weights: torch.Tensor | None = None
 
-    def __call__(self, model: torch.nn.Module, x0: torch.Tensor, random: torch.Generator,
-                 ctx: Context = SINGLE) -> torch.Tensor:
+    def __call__(
+        self, model: torch.nn.Module, x0: torch.Tensor, random: torch.Generator, ctx: Context = SINGLE
+    ) -> torch.Tensor:
         n = x0.shape[0]
         if self.timesteps is None:
             t = torch.randint(0, self.schedule.T, (n,), generator=random)
@@ -60,8 +62,14 @@ def weights_are_finite(model: torch.nn.Module) -> str | None:
     return f"the weights {bad[0]} are not finite" if bad else None
 
 
-def pretrain(config: Config, run: Run, resume: bool = False, progress: bool = True, data: DataSource | None = None,
-             callback: Callable[[int, dict], None] | None = None) -> Result:
+def pretrain(
+    config: Config,
+    run: Run,
+    resume: bool = False,
+    progress: bool = True,
+    data: DataSource | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> Result:
     """Train an epsilon-model on the configured data; the result's model is the EMA model.
 
     Writes ``checkpoints/pretrain.safetensors`` every ``pretrain.checkpoint_every`` steps and at
@@ -94,7 +102,20 @@ def pretrain(config: Config, run: Run, resume: bool = False, progress: bool = Tr
     evaluate, watch = None, None
     if cfg.eval_every is not None:
         evaluate, watch = sample_monitor(config, data, schedule, ctx.device)
-    stage = Stage("pretrain", {"model": Part(model, optimizer, cfg.lr, cfg.lr_schedule)}, "model", cfg.steps, config,
-                  shape, random, ema_decay=cfg.ema_decay, log_every=cfg.log_every, eval_every=cfg.eval_every,
-                  checkpoint_every=cfg.checkpoint_every, evaluate=evaluate, watch=watch, health=weights_are_finite)
+    stage = Stage(
+        "pretrain",
+        {"model": Part(model, optimizer, cfg.lr, cfg.lr_schedule)},
+        "model",
+        cfg.steps,
+        config,
+        shape,
+        random,
+        ema_decay=cfg.ema_decay,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        evaluate=evaluate,
+        watch=watch,
+        health=weights_are_finite,
+    )
     return train(run, stage, step, resume, progress, ctx, callback)

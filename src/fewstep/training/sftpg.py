@@ -22,6 +22,7 @@ chosen once, as small strategy objects (:func:`make_method`). Data parallelism e
 ``fewstep.distributed`` helpers: every process draws the random numbers of the whole batch and
 keeps its rows, so N processes take the steps of one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class Buffer:
 def baseline_residual(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory, steps: range) -> torch.Tensor:
     """The terms of R_B (eq. 21) for ``steps``: sum_k mean_i (f(x_0^i) - V(x_k^i, k))^2, given f0 = f(x_0)."""
     ks = torch.tensor(list(steps)).repeat_interleave(traj.x.shape[1])
-    x = traj.x[steps.start:steps.stop].reshape(-1, *traj.x.shape[2:])
+    x = traj.x[steps.start : steps.stop].reshape(-1, *traj.x.shape[2:])
     v = baseline_values(baseline, x, ks).view(len(steps), -1)
     return (f0[None] - v).pow(2).sum(0).mean()
 
@@ -117,8 +118,7 @@ class BaselineRegulariser:
     def __init__(self, lam: float):
         self.lam = lam
 
-    def backward(self, nets: Nets, traj: Trajectory, real: torch.Tensor, random: torch.Generator,
-                 ctx: Context) -> dict:
+    def backward(self, nets: Nets, traj: Trajectory, real: torch.Tensor, random: torch.Generator, ctx: Context) -> dict:
         f_fake = critic_values(nets.critic, traj.x0)
         gap = f_fake.mean() - critic_values(nets.critic, real).mean()  # g of eq. 6, m fake vs m real
         (-gap).backward()
@@ -139,8 +139,7 @@ class GradientPenalty:
     def __init__(self, eta: float, fit_baseline: bool):
         self.eta, self.fit_baseline = eta, fit_baseline
 
-    def backward(self, nets: Nets, traj: Trajectory, real: torch.Tensor, random: torch.Generator,
-                 ctx: Context) -> dict:
+    def backward(self, nets: Nets, traj: Trajectory, real: torch.Tensor, random: torch.Generator, ctx: Context) -> dict:
         fake = traj.x0
         f_fake = critic_values(nets.critic, fake)
         gap = f_fake.mean() - critic_values(nets.critic, real).mean()
@@ -159,8 +158,9 @@ class GradientPenalty:
         return stats
 
 
-def policy_gradient_sum(nets: Nets, table: StepTable, batch: tuple[torch.Tensor, ...],
-                        use_baseline: bool) -> torch.Tensor:
+def policy_gradient_sum(
+    nets: Nets, table: StepTable, batch: tuple[torch.Tensor, ...], use_baseline: bool
+) -> torch.Tensor:
     """K * sum over buffer entries of (f(x_0) - V(x_{t+1}, t)) log p_theta(x_t | x_{t+1}): divided by
     the number of entries, its gradient is an unbiased estimate of eq. 20 (of eq. 15 without V)."""
     x_in, x_out, x0, k = batch
@@ -184,8 +184,9 @@ class PolicyGradient:
         self.use_baseline = use_baseline
         self.name = "SFT-PG" if use_baseline else "PG without baseline"
 
-    def loss(self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator,
-             device, ctx: Context) -> torch.Tensor:
+    def loss(
+        self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator, device, ctx: Context
+    ) -> torch.Tensor:
         batch = buffer.sample(m, random, ctx)
         return ctx.scale_sum(policy_gradient_sum(nets, table, batch, self.use_baseline), m)
 
@@ -196,8 +197,9 @@ class Pathwise:
     name = "SFT"
     use_baseline = False
 
-    def loss(self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator,
-             device, ctx: Context) -> torch.Tensor:
+    def loss(
+        self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator, device, ctx: Context
+    ) -> torch.Tensor:
         return pathwise_objective(nets, table, GeneratorNoise(random, m, shape, device, ctx.rows(m)))
 
 
@@ -237,8 +239,15 @@ def _check(name: str, value: float, bound: float, ctx: Context) -> None:
         raise Diverged(f"|{name}| reached {worst:.3g} > finetune.critic_bound={bound:g}")
 
 
-def critic_round(nets: Nets, method: Method, traj: Trajectory, real: torch.Tensor, bound: float,
-                 random: torch.Generator, ctx: Context) -> dict:
+def critic_round(
+    nets: Nets,
+    method: Method,
+    traj: Trajectory,
+    real: torch.Tensor,
+    bound: float,
+    random: torch.Generator,
+    ctx: Context,
+) -> dict:
     """One critic (and baseline) update on one round's m rollouts and m real samples."""
     nets.opt_critic.zero_grad(set_to_none=True)
     nets.opt_baseline.zero_grad(set_to_none=True)
@@ -265,9 +274,17 @@ def generator_step(nets: Nets, loss: torch.Tensor, clip: float | None, ctx: Cont
     return float(norm)
 
 
-def iteration(nets: Nets, method: Method, table: StepTable, cfg: FinetuneConfig,
-              draw_real: Callable[[int], torch.Tensor], shape: tuple[int, ...], random: torch.Generator,
-              device, ctx: Context = SINGLE) -> dict:
+def iteration(
+    nets: Nets,
+    method: Method,
+    table: StepTable,
+    cfg: FinetuneConfig,
+    draw_real: Callable[[int], torch.Tensor],
+    shape: tuple[int, ...],
+    random: torch.Generator,
+    device,
+    ctx: Context = SINGLE,
+) -> dict:
     """One outer iteration of Algorithm 1 ("while theta not converged do ...").
 
     theta is fixed during the critic rounds, so their n_critic x m i.i.d. trajectories are rolled
