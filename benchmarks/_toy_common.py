@@ -1,13 +1,16 @@
-"""Shared plumbing of the toy shortcut-fine-tuning benchmarks (issue 3).
+"""Shared plumbing of the toy benchmarks: every number comes from the library's own calls.
 
 Pretrained DDPMs are cached under ``benchmarks/.cache/`` (keyed by their config) so that the
-Table 1, Figure 4 and fewer-steps benchmarks share them; every number is still produced by the
-library's own ``pretrain``, ``finetune`` and ``evaluate_samples``.
+benchmarks share them; pretraining is ``fewstep.training.pretrain``, fine-tuning
+``fewstep.training.finetune`` (the loop the CLI runs), scoring ``fewstep.evaluation.Evaluator``
+(W2, sliced W2, precision/recall/density/coverage, each a mean over ``--repeats`` independent
+draws with its standard deviation, beside the noise floor measured the same way).
 """
 
 from __future__ import annotations
 
-import copy
+import argparse
+import dataclasses
 import hashlib
 import json
 import time
@@ -17,14 +20,13 @@ import torch
 
 from fewstep.config import Config, load_config, to_dict
 from fewstep.data import DataSource
-from fewstep.evaluation import evaluate_samples
-from fewstep.finetune import finetune
-from fewstep.models import load_model
-from fewstep.pretrain import pretrain
-from fewstep.rollout import sample
+from fewstep.evaluation import Evaluator, evaluate_sampler
+from fewstep.models import load_pretrained
+from fewstep.pretrained import Pretrained
 from fewstep.runs import Run
-from fewstep.schedules import make_schedule
-from fewstep.steps import StepTable, table_from_config
+from fewstep.steps import StepTable
+from fewstep.training.finetune import Finetuned, finetune
+from fewstep.training.pretrain import pretrain
 
 CACHE = Path(__file__).parent / ".cache"
 
@@ -34,14 +36,15 @@ VARIANTS = {
     "sft-gp": ["finetune.estimator=pathwise", "finetune.critic_reg=gp"],
 }
 """The three methods of the paper's Figure 4, as config overrides."""
+LABELS = {"ddpm": "DDPM", "sft-gp": "SFT (GP)", "sft-pg-gp": "SFT-PG (GP)", "sft-pg-b": "SFT-PG (B)"}
 
 
-def toy_config(data: str, T: int, pretrain_steps: int, extra: list[str] = ()) -> Config:
+def toy_config(data: str, T: int, pretrain_steps: int, extra: list[str] = (), schedule: str = "sigmoid") -> Config:
     return load_config(
         None,
         [
             f"data.name={data}",
-            "schedule.kind=sigmoid",
+            f"schedule.kind={schedule}",
             f"schedule.T={T}",
             f"pretrain.steps={pretrain_steps}",
             "pretrain.batch_size=256",
@@ -52,80 +55,105 @@ def toy_config(data: str, T: int, pretrain_steps: int, extra: list[str] = ()) ->
     )
 
 
-def pretrained(config: Config, progress: bool = False) -> tuple[torch.nn.Module, float]:
-    """The DDPM of ``config`` (data, schedule, model, pretrain sections), trained once and cached."""
+def pretrained(config: Config, progress: bool = False) -> tuple[Pretrained, float]:
+    """The DDPM of ``config`` (data, schedule, model, pretrain sections), trained once and cached,
+    and its pretraining seconds."""
     key = json.dumps(
         {s: to_dict(getattr(config, s)) for s in ("data", "schedule", "model", "pretrain")}, sort_keys=True
     )
-    path = CACHE / hashlib.sha1(key.encode()).hexdigest()[:12]
+    path = CACHE / ("pretrain-" + hashlib.sha1(key.encode()).hexdigest()[:12])
     checkpoint = path / "checkpoints" / "pretrain.safetensors"
-    if checkpoint.is_file():
-        model, _, meta = load_model(checkpoint)
-        return model, meta.get("seconds", 0.0)
+    if not checkpoint.is_file():
+        run = Run(path, config, "pretrain").start()
+        pretrain(config, run, progress=progress)
+    model = load_pretrained(checkpoint)
+    return model, float(model.meta.get("seconds", 0.0))
+
+
+def evaluator(config: Config, n: int, repeats: int) -> Evaluator:
+    cfg = dataclasses.replace(config.evaluate, n_samples=n, repeats=repeats)
+    return Evaluator(DataSource(config.data), cfg)
+
+
+def score(model, table: StepTable, config: Config, n: int, repeats: int = 1) -> tuple[torch.Tensor, dict]:
+    """Samples of ``table`` (first repeat) and their scores, mean and sd over ``repeats`` draws, beside the floor."""
+    network = model.model if isinstance(model, Pretrained) else model
+    return evaluate_sampler(network, table, evaluator(config, n, repeats))
+
+
+def run_finetune(
+    config: Config, model: Pretrained, workdir: Path, progress: bool = False, table: StepTable | None = None
+) -> tuple[Finetuned, list[dict], float]:
+    """Fine-tune a copy of ``model`` in run directory ``workdir``; return the result, the logged
+    held-out evaluations and the wall-clock seconds of the whole call."""
+    import copy
+
+    run = Run(workdir, config, "finetune").start()
     started = time.time()
-    model = pretrain(config, Run(path, config), progress=progress)
-    seconds = time.time() - started
-    from fewstep.models import save_model
-
-    save_model(
-        checkpoint,
-        model,
-        config,
-        DataSource(config.data).shape,
-        "pretrain",
-        extra_meta={"step": config.pretrain.steps, "seconds": seconds},
-    )
-    return model, seconds
+    result = finetune(config, run, copy.deepcopy(model), table=table, progress=progress)
+    wall = time.time() - started
+    curve = [r for r in run.metrics("finetune") if r.get("eval_n")]
+    return result, curve, wall
 
 
-def score(
-    model: torch.nn.Module, table: StepTable, config: Config, n: int, seed: int = 12_345
-) -> tuple[torch.Tensor, dict]:
-    """Samples of ``table`` and their W2 / sliced W2 against fresh data, with the noise floor."""
-    data = DataSource(config.data)
-    samples = sample(model, table, n, data.shape, seed=seed)
-    cfg = copy.deepcopy(config)
-    cfg.evaluate.n_samples, cfg.evaluate.seed = n, seed
-    return samples, evaluate_samples(samples, cfg, data)
+def seconds_to_reach(curve: list[dict], key: str, target: float) -> float | None:
+    """Training wall-clock at the first evaluation with ``key`` <= target (None if never)."""
+    return next((r["seconds"] for r in curve if r.get(key) is not None and r[key] <= target), None)
 
 
-def run_finetune(config: Config, model: torch.nn.Module, workdir: Path, progress: bool = False):
-    """Fine-tune a copy of ``model``; return it, its table and the logged W2 curve."""
-    run = Run(workdir, config)
-    table = table_from_config(config, make_schedule(config.schedule.kind, config.schedule.T))
-    tuned, table = finetune(config, run, copy.deepcopy(model), progress=progress, table=table)
-    curve = [r for r in run.metrics("finetune") if "w2" in r]
-    return tuned, table, curve
+def row(method: str, data: str, steps: int, result: dict, **extra) -> dict:
+    """A JSON row: every metric's mean and sd, the floor's, the sample count and repeats."""
+    return {
+        "method": method,
+        "data": data,
+        "steps": steps,
+        **result["model"],
+        **{f"{k}_sd": v for k, v in result["model_sd"].items()},
+        "floor": result["floor"],
+        "floor_sd": result["floor_sd"],
+        "n": result["n"],
+        "repeats": result["repeats"],
+        **extra,
+    }
 
 
-def seconds_to_reach(curve: list[dict], target: float) -> float | None:
-    """Training wall-clock at the first evaluation with W2 <= target (None if never)."""
-    return next((r["seconds"] for r in curve if r["w2"] <= target), None)
-
-
-def write_results(out: Path, floor: dict, rows: list[dict], **extra) -> None:
+def write_results(out: Path, rows: list[dict], **extra) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"floor": floor, "rows": rows, **extra}, indent=2))
+    out.write_text(json.dumps({"rows": rows, **extra}, indent=2, default=float))
 
 
-def print_table(rows: list[dict], floor: dict, paper: dict | None = None, title: str = "") -> None:
-    """A Markdown table of rows (W2 and sliced W2 in units of 1e-2) with the noise floor."""
+def _pm(r: dict, key: str, scale: float = 1.0) -> str:
+    value, sd = r.get(key), r.get(f"{key}_sd")
+    if value is None:
+        return ""
+    return f"{scale * value:.2f}" + (f" +- {scale * sd:.2f}" if sd and r.get("repeats", 1) > 1 else "")
+
+
+def print_table(rows: list[dict], title: str = "", paper: dict | None = None) -> None:
+    """A Markdown table (W2 and sliced W2 in units of 1e-2, precision/recall) with each data set's floor."""
     if title:
         print(f"\n{title}")
-    head = "| method | data | steps | W2 (x1e-2) | sliced W2 (x1e-2) | paper W2 (x1e-2) | seconds |"
-    print(head + "\n|" + "---|" * 7)
+    print("| method | data | steps | W2 (x1e-2) | sliced W2 (x1e-2) | precision | recall | paper (x1e-2) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    floors = {}
     for r in rows:
         ref = (paper or {}).get((r["method"], r["steps"]), "")
+        seconds = f"{r['seconds']:.0f}" if r.get("seconds") else ""
         print(
-            f"| {r['method']} | {r.get('data', '')} | {r['steps']} | {100 * r['w2']:.2f} | {100 * r['sw2']:.2f} | {ref} | {r['seconds']:.0f} |"
+            f"| {LABELS.get(r['method'], r['method'])} | {r['data']} | {r['steps']} | {_pm(r, 'w2', 100)} | "
+            f"{_pm(r, 'sw2', 100)} | {_pm(r, 'precision')} | {_pm(r, 'recall')} | {ref} | {seconds} |"
         )
-    print(f"| noise floor (two data draws) | | | {100 * floor['w2']:.2f} | {100 * floor['sw2']:.2f} | | |")
+        floors[r["data"]] = r
+    for data, r in floors.items():
+        floor = {**r["floor"], **{f"{k}_sd": v for k, v in r["floor_sd"].items()}, "repeats": r["repeats"]}
+        print(
+            f"| noise floor (two data draws) | {data} | | {_pm(floor, 'w2', 100)} | {_pm(floor, 'sw2', 100)} | "
+            f"{_pm(floor, 'precision')} | {_pm(floor, 'recall')} | | |"
+        )
 
 
-def base_parser(description: str, out: str, iterations: int):
+def base_parser(description: str, out: str, iterations: int) -> argparse.ArgumentParser:
     """Arguments every toy SFT benchmark takes."""
-    import argparse
-
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(out), help="JSON output; the PNG figure goes beside it")
     p.add_argument(
@@ -135,7 +163,8 @@ def base_parser(description: str, out: str, iterations: int):
         help="DDPM pretraining steps at batch 256 (paper: 2000 epochs at 64)",
     )
     p.add_argument("--iterations", type=int, default=iterations, help="outer iterations of Algorithm 1")
-    p.add_argument("--n-samples", type=int, default=10_000, help="samples of the final evaluation (paper: 10K)")
+    p.add_argument("--n-samples", type=int, default=10_000, help="samples of each final evaluation (paper: 10K)")
+    p.add_argument("--repeats", type=int, default=5, help="independent draws (sample seed, data draw) per figure")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -152,13 +181,14 @@ def base_parser(description: str, out: str, iterations: int):
 def budget(args) -> dict:
     """Scale the budget down for --quick and describe it (printed and stored in the JSON)."""
     if args.quick:
-        args.pretrain_steps, args.iterations, args.n_samples = 300, 20, 1000
+        args.pretrain_steps, args.iterations, args.n_samples, args.repeats = 300, 20, 1000, 2
     torch.set_num_threads(1)  # small MLPs: threads only add overhead (see Config.threads)
     info = {
         "pretrain_steps": args.pretrain_steps,
         "pretrain_batch": 256,
         "iterations": args.iterations,
         "n_samples": args.n_samples,
+        "repeats": args.repeats,
         "overrides": args.overrides,
         "quick": args.quick,
         "threads": torch.get_num_threads(),

@@ -1,7 +1,9 @@
-"""Shortcut fine-tuning with fewer steps: SFT-PG (B) on the swiss roll at T = 2, 4 and 10.
+"""Shortcut fine-tuning with fewer steps: SFT-PG (B) on the swiss roll and two moons at T = 2, 4 and 10.
 
-For each T a DDPM is pretrained with T steps (sigmoid schedule) and fine-tuned; rows give W2 of
-10K samples before and after, beside the noise floor. Figure: W2 against T.
+For each data set and T a DDPM is pretrained with T steps (sigmoid schedule) and fine-tuned with the
+default settings; rows give W2, sliced W2 and precision/recall of 10K samples before and after
+(means over ``--repeats`` independent draws), beside the noise floor, and the training seconds.
+Figure: W2 against T with the floor.
 
     nice -n 5 python benchmarks/toy_fewer_steps.py --out benchmarks/results/toy_fewer_steps.json
 """
@@ -17,6 +19,7 @@ from _toy_common import (
     finetune_overrides,
     pretrained,
     print_table,
+    row,
     run_finetune,
     score,
     toy_config,
@@ -24,48 +27,50 @@ from _toy_common import (
 )
 
 from fewstep.plots import curves
-from fewstep.schedules import make_schedule
-from fewstep.steps import table_from_config
+from fewstep.samplers import build_table, for_policy_gradient
 
 
 def main():
     parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", 2000)
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
+    parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     args = parser.parse_args()
     info = budget(args)
-    rows, floor = [], None
-    for T in args.T:
-        config = toy_config("swiss_roll", T, args.pretrain_steps, finetune_overrides(args))
-        model, _ = pretrained(config, args.progress)
-        table = table_from_config(config, make_schedule("sigmoid", T))
-        _, result = score(model, table, config, args.n_samples)
-        floor = result["floor"]
-        rows.append({"method": "ddpm", "data": "swiss_roll", "steps": T, **result["model"], "seconds": 0.0})
-        with tempfile.TemporaryDirectory() as tmp:
-            tuned, table, curve = run_finetune(config, model, Path(tmp), args.progress)
-        _, result = score(tuned, table, config, args.n_samples)
-        rows.append(
-            {"method": "sft-pg-b", "data": "swiss_roll", "steps": T, **result["model"], "seconds": curve[-1]["seconds"]}
-        )
-        print(
-            f"T={T}: DDPM W2 {rows[-2]['w2']:.4f} -> SFT-PG (B) {rows[-1]['w2']:.4f} (floor {floor['w2']:.4f})",
-            flush=True,
-        )
-    write_results(args.out, floor, rows, budget=info)
-    print_table(rows, floor, title="SFT-PG (B) with fewer steps, swiss roll")
-    series = {
-        m: ([r["steps"] for r in rows if r["method"] == m], [r["w2"] for r in rows if r["method"] == m])
-        for m in ("ddpm", "sft-pg-b")
-    }
+    rows = []
+    for data in args.data:
+        for T in args.T:
+            config = toy_config(data, T, args.pretrain_steps, finetune_overrides(args))
+            model, _ = pretrained(config, args.progress)
+            table = for_policy_gradient(build_table(config.sampler, model.schedule))
+            _, result = score(model, table, config, args.n_samples, args.repeats)
+            rows.append(row("ddpm", data, T, result))
+            with tempfile.TemporaryDirectory() as tmp:
+                tuned, curve, wall = run_finetune(config, model, Path(tmp), args.progress)
+            _, result = score(tuned.model, tuned.table, config, args.n_samples, args.repeats)
+            rows.append(row("sft-pg-b", data, T, result, seconds=tuned.result.seconds, wall_seconds=wall, curve=curve))
+            print(
+                f"{data} T={T}: DDPM W2 {rows[-2]['w2']:.4f} -> SFT-PG (B) {rows[-1]['w2']:.4f} "
+                f"(floor {result['floor']['w2']:.4f}) in {tuned.result.seconds:.0f} s",
+                flush=True,
+            )
+    write_results(args.out, rows, budget=info)
+    print_table([{k: v for k, v in r.items() if k != "curve"} for r in rows], "SFT-PG (B) with fewer steps")
+    series, floor = {}, None
+    for data in args.data:
+        for m in ("ddpm", "sft-pg-b"):
+            picked = [r for r in rows if r["method"] == m and r["data"] == data]
+            series[f"{data}: {m}"] = ([r["steps"] for r in picked], [r["w2"] for r in picked])
+        floor = picked[-1]["floor"]["w2"]
     curves(
         series,
         args.out.with_suffix(".png"),
         "T (sampling steps)",
-        "W2 (10K samples)",
-        floor=floor["w2"],
+        f"W2 ({args.n_samples} samples)",
+        floor=floor,
         logy=True,
-        title="swiss roll: DDPM vs SFT-PG (B)",
+        title=f"DDPM vs SFT-PG (B); dashed: the {args.data[-1]} floor",
     )
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ come out on any device and at any batch size, and nothing is stored between step
 
 Philox4x32-10 works on 32-bit words; torch has little uint32 arithmetic, so words live in int64.
 The implementation is checked against the Random123 known-answer vectors.
-Gaussians come from the Box-Muller transform of pairs of 32-bit uniforms, in float64.
+Gaussians come from the Box-Muller transform of pairs of 24-bit uniforms (float32).
 """
 
 from __future__ import annotations
@@ -45,19 +45,25 @@ def philox4x32(counter: Sequence[torch.Tensor], key: tuple[int, int], rounds: in
     The 32 x 32 -> 64-bit products use int64 multiplication, whose wrap-around modulo 2^64 keeps
     the low 64 bits exact (two's complement, as torch's CPU and CUDA kernels compute it); the high
     word is then ``(product >> 32) & (2^32 - 1)``. ``_check_device`` verifies this per device type.
+    The rounds run in place on preallocated buffers (half the time of fresh tensors on a CPU).
     """
-    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & MASK32 for c in counter)
+    words = torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64) for c in counter))
+    c0, c1, c2, c3 = (w.bitwise_and(MASK32) for w in words)
+    product0, product1, spare = torch.empty_like(c0), torch.empty_like(c0), torch.empty_like(c0)
     k0, k1 = key[0] & MASK32, key[1] & MASK32
     for r in range(rounds):
         if r:
             k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
-        product0, product1 = c0 * PHILOX_M[0], c2 * PHILOX_M[1]
-        c0, c1, c2, c3 = (
-            ((product1 >> 32) & MASK32) ^ c1 ^ k0,
-            product1 & MASK32,
-            ((product0 >> 32) & MASK32) ^ c3 ^ k1,
-            product0 & MASK32,
-        )
+        torch.mul(c0, PHILOX_M[0], out=product0)
+        torch.mul(c2, PHILOX_M[1], out=product1)
+        # (c0, c1, c2, c3) <- (hi(product1) ^ c1 ^ k0, lo(product1), hi(product0) ^ c3 ^ k1, lo(product0))
+        torch.bitwise_right_shift(product1, 32, out=spare)
+        spare.bitwise_and_(MASK32).bitwise_xor_(c1).bitwise_xor_(k0)
+        c0, spare = spare, c0
+        torch.bitwise_and(product1, MASK32, out=c1)
+        torch.bitwise_right_shift(product0, 32, out=c2)
+        c2.bitwise_and_(MASK32).bitwise_xor_(c3).bitwise_xor_(k1)
+        torch.bitwise_and(product0, MASK32, out=c3)
     return [c0, c1, c2, c3]
 
 
@@ -100,10 +106,10 @@ def gaussian_noise(
     j = torch.arange(blocks, dtype=torch.int64, device=device)[None, :]
     i = indices[:, None]
     words = philox4x32((j, torch.full_like(j, step), i & MASK32, i >> 32), seed_key(seed))
-    # 32-bit words -> uniforms in (0, 1]: (w + 1) / 2^32 keeps log() finite
-    u = [(w.to(torch.float64) + 1.0) / 2.0**32 for w in words]
+    # the top 24 bits of each word -> a float32 uniform in (0, 1] (exact; log() stays finite)
+    u = [((w >> 8).to(torch.float32) + 1.0) * 2.0**-24 for w in words]
     radius_a, radius_b = (-2.0 * u[0].log()).sqrt(), (-2.0 * u[2].log()).sqrt()
-    angle_a, angle_b = 2.0 * math.pi * u[1], 2.0 * math.pi * u[3]
+    angle_a, angle_b = (2.0 * math.pi) * u[1], (2.0 * math.pi) * u[3]
     normals = torch.stack(
         [radius_a * angle_a.cos(), radius_a * angle_a.sin(), radius_b * angle_b.cos(), radius_b * angle_b.sin()], dim=2
     )
