@@ -190,6 +190,17 @@ class FinetuneConfig:
         min=1,
         max=65_536,
     )
+    train: str = opt(
+        "network",
+        "what policy gradient trains: network (the epsilon-network's weights, the paper) or table (the step table's "
+        "per-step a, b and s, the network frozen: no backward pass through it)",
+        choices=("network", "table"),
+    )
+    learn_variance: bool = opt(
+        False, "also train a per-step log-std of the sampler (initialised at the table's std) by the same objective"
+    )
+    lr_table: float = opt(1e-3, "Adam learning rate of trained table coefficients (train=table, learn_variance)",
+                          above=0.0, max=10.0)
     lr_schedule: str = opt(
         "constant",
         "generator learning-rate schedule over the iterations: constant (paper), linear or cosine decay to 0",

@@ -156,8 +156,8 @@ def chain(
     multistep = not table.is_markov
     for k in range(table.K):
         mean, eps = step_mean(model, table, x, k, eps_prev, x_prev)
-        std = float(table.s[k])
-        x_next = mean + std * noise(k + 1) if std > 0 else mean
+        std = table.s[k]  # a tensor: the sample is differentiable in a trained std too
+        x_next = mean + std.to(mean) * noise(k + 1) if float(std) > 0 else mean
         yield k, x, mean, x_next
         if multistep:
             eps_prev, x_prev = eps, x

@@ -85,7 +85,7 @@ def finetune_at_steps(
 
     stage = Stage(
         "phase2",
-        {"model": Part(tuned, optimizer, lr)},
+        {"model": Part(tuned, optimizer)},
         "model",
         steps,
         config,

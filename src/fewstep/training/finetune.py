@@ -29,6 +29,7 @@ from ..samplers import build_table, for_policy_gradient
 from ..steps import StepTable, table_from_dict, table_to_dict
 from .loop import Part, Result, Stage, train
 from .monitor import sample_health, sample_monitor
+from .policy import Policy
 from .sftpg import Nets, iteration, make_method
 
 
@@ -83,20 +84,22 @@ def finetune(
     ctx.rows(cfg.batch_size)
     set_threads(config.threads, shape)
     path = run.checkpoint("finetune") if run else None
-    if resume and path is not None and path.is_file():
-        table = table_from_dict(load_checkpoint(path)[1]["table"], str(path))  # the run goes on with its table
+    if resume and path is not None and path.is_file():  # the run goes on from the table it started with
+        table = table_from_dict(load_checkpoint(path)[1]["initial_table"], str(path))
     start_table = initial_table(config, pretrained, data, table)
     method = make_method(cfg)
     torch.manual_seed(config.seed + 1)
-    generator = pretrained.model.to(ctx.device).eval().requires_grad_(True)
+    network = pretrained.model.to(ctx.device).eval()
+    generator = Policy(network, start_table, cfg.train, cfg.learn_variance).to(ctx.device)
+    groups = [{"params": list(network.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
+    if generator.trains_table:
+        groups.append({"params": generator.table_parameters(), "lr": cfg.lr_table})
     critic = build_critic(cfg, shape).to(ctx.device)
     baseline = build_baseline(cfg, shape, config.model.time_dim).to(ctx.device)
     parts = {
-        "generator": Part(
-            generator, adam(generator.parameters(), cfg.lr_generator, ctx.device), cfg.lr_generator, cfg.lr_schedule
-        ),
-        "critic": Part(critic, adam(critic.parameters(), cfg.lr_critic, ctx.device), cfg.lr_critic),
-        "baseline": Part(baseline, adam(baseline.parameters(), cfg.lr_baseline, ctx.device), cfg.lr_baseline),
+        "generator": Part(generator, adam(groups, cfg.lr_generator, ctx.device), cfg.lr_schedule),
+        "critic": Part(critic, adam(critic.parameters(), cfg.lr_critic, ctx.device)),
+        "baseline": Part(baseline, adam(baseline.parameters(), cfg.lr_baseline, ctx.device)),
     }
     nets = Nets(
         generator,
@@ -112,10 +115,13 @@ def finetune(
         return train_x[torch.randint(0, len(train_x), (m,), generator=random).to(ctx.device)]
 
     def step(i: int) -> dict:
-        return iteration(nets, method, start_table, cfg, draw_real, shape, random, ctx.device, ctx)
+        return iteration(nets, method, cfg, draw_real, shape, random, ctx.device, ctx)
 
-    evaluate, watch = sample_monitor(config, data, pretrained.schedule, ctx.device, start_table)
-    health = sample_health(start_table, shape, float(train_x.abs().max()), ctx.device, generator)
+    def export(policy: Policy) -> tuple[torch.nn.Module, dict]:
+        return policy.network, {"table": table_to_dict(policy.frozen())}
+
+    evaluate, watch = sample_monitor(config, data, pretrained.schedule, ctx.device, Policy.frozen)
+    health = sample_health(Policy.frozen, shape, float(train_x.abs().max()), ctx.device, generator)
     stage = Stage(
         "finetune",
         parts,
@@ -133,10 +139,11 @@ def finetune(
         watch=watch,
         blowup=cfg.divergence_factor,
         health=health,
-        meta={"table": table_to_dict(start_table), "method": method.name, **pretrained_meta(pretrained)},
+        meta={"initial_table": table_to_dict(start_table), "method": method.name, **pretrained_meta(pretrained)},
+        export=export,
     )
     result = train(run, stage, step, resume, progress, ctx, callback)
-    return Finetuned(result.model, start_table, result)
+    return Finetuned(result.model.network, result.model.frozen(), result)
 
 
 def pretrained_meta(pretrained: Pretrained) -> dict:

@@ -43,11 +43,11 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 
 @dataclass
 class Part:
-    """A trained network, its optimiser, and its base learning rate and schedule."""
+    """A trained network, its optimiser (each parameter group's ``lr`` is its base learning rate)
+    and the schedule that scales the base rates over the steps."""
 
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    lr: float
     lr_schedule: str = "constant"
 
 
@@ -60,7 +60,10 @@ class Stage:
     ``watch`` names the lower-is-better number of that record that picks the best checkpoint and
     stops the run when it grows past ``blowup`` times its first value; ``health(model)`` returns
     a description of what is wrong with the sampling network (non-finite or exploding samples) or
-    None, and is asked before every checkpoint is written.
+    None, and is asked before every checkpoint is written. ``export(model)`` gives the network a
+    checkpoint's ``model.*`` holds and metadata to record with it (default: the sampling module
+    itself, nothing more); it may be a submodule of the sampling module (SFT-PG's policy exports its
+    epsilon-network and records its step table).
     """
 
     name: str
@@ -80,6 +83,7 @@ class Stage:
     blowup: float = 20.0
     health: Callable[[torch.nn.Module], str | None] | None = None
     meta: dict = field(default_factory=dict)
+    export: Callable[[torch.nn.Module], tuple[torch.nn.Module, dict]] | None = None
 
 
 @dataclass
@@ -115,6 +119,8 @@ def train(
     """
     for part in stage.parts.values():
         broadcast_parameters(part.module, ctx)
+        for group in part.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     sampling = stage.parts[stage.sampler].module
     ema = EMA(sampling, stage.ema_decay) if stage.ema_decay > 0 else None
     writes = ctx.is_main and run is not None
@@ -131,15 +137,23 @@ def train(
         if writes:
             run.truncate_metrics(stage.name, start)
 
-    def save(done: int, target=path) -> None:
+    def exported() -> tuple[torch.nn.Module, dict]:
+        return stage.export(sampler_model()) if stage.export else (sampler_model(), {})
+
+    def save(done: int) -> None:
+        network, extra_meta = exported()
         tensors, optim_meta = {"rng.train": stage.random.get_state()}, {}
         for name, part in stage.parts.items():
-            if name != stage.sampler or ema:
+            if name == stage.sampler and not ema:  # what model.* holds is not written twice
+                tensors.update(_outside(part.module, network, f"train.{name}"))
+            else:
                 tensors.update(module_tensors(f"train.{name}", part.module))
             part_tensors, optim_meta[name] = optimizer_tensors(f"optim.{name}", part.optimizer)
             tensors.update(part_tensors)
-        meta = {**stage.meta, "step": done, "seconds": seconds, "optim": optim_meta, "best": best}
-        save_model(target, sampler_model(), stage.config, stage.shape, stage.name, tensors, meta)
+        if ema:
+            tensors.update(_outside(ema.model, network, "ema"))
+        meta = {**stage.meta, **extra_meta, "step": done, "seconds": seconds, "optim": optim_meta, "best": best}
+        save_model(path, network, stage.config, stage.shape, stage.name, tensors, meta)
 
     def evaluate(done: int, stats: dict) -> tuple[dict, str | None]:
         """Log an evaluation, keep the best checkpoint; return the record and a problem, if any."""
@@ -162,14 +176,9 @@ def train(
         if best is None or value < best["value"]:
             best = {"step": done, "value": value, "metric": stage.watch, "initial": initial}
             if writes:
-                save_model(
-                    best_path,
-                    sampler_model(),
-                    stage.config,
-                    stage.shape,
-                    stage.name,
-                    extra_meta={**stage.meta, "step": done, "best": best},
-                )
+                network, extra_meta = exported()
+                save_model(best_path, network, stage.config, stage.shape, stage.name,
+                           extra_meta={**stage.meta, **extra_meta, "step": done, "best": best})
         return record, None
 
     def agree(problem: str | None, done: int) -> None:
@@ -199,7 +208,7 @@ def train(
         for i in bar:
             for part in stage.parts.values():
                 for group in part.optimizer.param_groups:
-                    group["lr"] = part.lr * lr_factor(part.lr_schedule, i, stage.steps)
+                    group["lr"] = group["initial_lr"] * lr_factor(part.lr_schedule, i, stage.steps)
             tick = time.perf_counter()
             stats = step(i)
             _finite_stats(stats, i + 1, stage.name)
@@ -247,16 +256,42 @@ def train(
     return Result(sampler_model().eval(), stage.steps, seconds, best)
 
 
+def _prefix(module: torch.nn.Module, network: torch.nn.Module) -> str | None:
+    """Where ``network`` sits inside ``module`` ("" for the module itself; None if it is not inside)."""
+    return next((name for name, sub in module.named_modules() if sub is network), None)
+
+
+def _outside(module: torch.nn.Module, network: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """``module``'s tensors (named ``prefix.*``) that are not those of its submodule ``network``."""
+    inner = _prefix(module, network)
+    skip = None if inner is None else (inner + "." if inner else "")
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items() if skip is None or not k.startswith(skip)}
+
+
+def _with_model(tensors: dict, module: torch.nn.Module, network: torch.nn.Module, prefix: str) -> dict:
+    """``prefix.*`` tensors completed by ``model.*`` placed where ``network`` sits in ``module``."""
+    inner = _prefix(module, network)
+    if inner is None:
+        return tensors
+    place = f"{prefix}.{inner}." if inner else f"{prefix}."
+    return {**tensors, **{place + k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}}
+
+
 def _load(path, stage: Stage, ema: EMA | None) -> tuple[int, float, dict | None]:
     """Restore every part, optimiser, the EMA and the generator from ``path``."""
     tensors, meta = load_checkpoint(path)
     if meta.get("stage") != stage.name or "optim" not in meta:
         raise FewstepError(f"checkpoint {path} is not a {stage.name} checkpoint of this run")
+    sampling = stage.parts[stage.sampler].module
     for name, part in stage.parts.items():
-        prefix = f"train.{name}" if (name != stage.sampler or ema) else "model"
-        load_module(part.module, prefix, tensors, str(path))
+        state = tensors
+        if name == stage.sampler and not ema:
+            network = stage.export(sampling)[0] if stage.export else sampling
+            state = _with_model(tensors, sampling, network, f"train.{name}")
+        load_module(part.module, f"train.{name}", state, str(path))
         load_optimizer(part.optimizer, f"optim.{name}", tensors, meta["optim"][name])
     if ema:
-        load_module(ema.model, "model", tensors, str(path))
+        network = stage.export(ema.model)[0] if stage.export else ema.model
+        load_module(ema.model, "ema", _with_model(tensors, ema.model, network, "ema"), str(path))
     stage.random.set_state(tensors["rng.train"])
     return int(meta["step"]), float(meta["seconds"]), meta.get("best")

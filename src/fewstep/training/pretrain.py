@@ -104,7 +104,7 @@ def pretrain(
         evaluate, watch = sample_monitor(config, data, schedule, ctx.device)
     stage = Stage(
         "pretrain",
-        {"model": Part(model, optimizer, cfg.lr, cfg.lr_schedule)},
+        {"model": Part(model, optimizer, cfg.lr_schedule)},
         "model",
         cfg.steps,
         config,

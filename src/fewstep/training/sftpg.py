@@ -277,7 +277,6 @@ def generator_step(nets: Nets, loss: torch.Tensor, clip: float | None, ctx: Cont
 def iteration(
     nets: Nets,
     method: Method,
-    table: StepTable,
     cfg: FinetuneConfig,
     draw_real: Callable[[int], torch.Tensor],
     shape: tuple[int, ...],
@@ -289,19 +288,21 @@ def iteration(
 
     theta is fixed during the critic rounds, so their n_critic x m i.i.d. trajectories are rolled
     out in one batched call without gradient (same distribution, n_critic times fewer model calls)
-    and split by round; the generator then takes ``n_generator`` steps on buffer draws.
+    and split by round; the generator then takes ``n_generator`` steps on buffer draws. The
+    generator is a :class:`fewstep.training.policy.Policy`: its ``table`` is the sampler, read
+    afresh for every rollout and update (it changes when the table's coefficients are trained).
     """
     m, rounds = cfg.batch_size, cfg.n_critic
     noise = GeneratorNoise(random, rounds * m, shape, device, ctx.round_rows(rounds, m))
     with torch.no_grad():
-        everything = rollout(nets.generator, table, noise)
+        everything = rollout(nets.generator, nets.generator.table, noise)
     share = ctx.share(m)
     for r in range(rounds):
         traj = everything.select(slice(r * share, (r + 1) * share))
         stats = critic_round(nets, method, traj, ctx.take(draw_real(m)), cfg.critic_bound, random, ctx)
     buffer = Buffer(everything, rounds, m)
     for _ in range(cfg.n_generator):
-        loss = method.estimator.loss(nets, table, buffer, m, shape, random, device, ctx)
+        loss = method.estimator.loss(nets, nets.generator.table, buffer, m, shape, random, device, ctx)
         grad_norm = generator_step(nets, loss, cfg.clip, ctx)
     stats = {**stats, "generator_loss": loss.item()}
     return {**{k: average(v, ctx) for k, v in stats.items()}, "grad_norm": grad_norm}

@@ -1,0 +1,74 @@
+"""The generator of shortcut fine-tuning: an epsilon-network and the step table it samples with.
+
+Section 4 of the paper trains the network's weights theta and keeps the sampler's variances; two
+further choices are offered (``finetune.train`` and ``finetune.learn_variance``):
+
+* ``train = network`` (the paper): theta is trained, the table's coefficients stay fixed.
+* ``train = table``: the network is frozen and policy gradient trains the table's per-step a, b
+  and s instead. The log-density of a step depends on them directly, so the update needs no
+  backward pass through the network: cheap for large models.
+* ``learn_variance``: a per-step log-std, initialised at the table's std, trained by the same
+  objective (the paper's Section 6.4 names learning the variances as future work).
+
+A :class:`Policy` is an ``nn.Module`` whose forward is the network's, and whose :attr:`table` is a
+``StepTable`` built from its parameters; rollouts and re-scoring both read that table, so they
+always agree. :meth:`Policy.frozen` gives the table to sample with and to save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ..errors import FewstepError
+from ..steps import StepTable
+
+TRAIN = ("network", "table")
+
+
+class Policy(nn.Module):
+    def __init__(self, network: nn.Module, table: StepTable, train: str = "network", learn_variance: bool = False):
+        super().__init__()
+        if train not in TRAIN:
+            raise FewstepError(f"finetune.train is {train!r}; choose one of {', '.join(TRAIN)}")
+        if (train == "table" or learn_variance) and not table.scoreable:
+            raise FewstepError(f"the {table.name} table has deterministic or multistep steps; its coefficients "
+                               "cannot be trained by policy gradient")
+        self.network = network.requires_grad_(train == "network")
+        self.base = table
+        self.a = nn.Parameter(table.a.clone()) if train == "table" else None
+        self.b = nn.Parameter(table.b.clone()) if train == "table" else None
+        self.log_s = nn.Parameter(table.s.log()) if (train == "table" or learn_variance) else None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.network(x, t)
+
+    @property
+    def trains_table(self) -> bool:
+        return self.a is not None or self.log_s is not None
+
+    @property
+    def table(self) -> StepTable:
+        """The current table (differentiable in the trained coefficients)."""
+        if not self.trains_table:
+            return self.base
+        columns = {}
+        if self.a is not None:
+            columns.update(a=self.a, b=self.b)
+        if self.log_s is not None:
+            columns["s"] = self.log_s.exp()
+        trained = sorted(columns)
+        return dataclasses.replace(self.base, **columns, settings={**self.base.settings, "trained_columns": trained})
+
+    def frozen(self) -> StepTable:
+        """The current table as constants (to sample with and to save)."""
+        table = self.table
+        if not self.trains_table:
+            return table
+        return dataclasses.replace(table, a=table.a.detach().clone(), b=table.b.detach().clone(),
+                                   s=table.s.detach().clone())
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.a, self.b, self.log_s) if p is not None]
