@@ -183,7 +183,7 @@ def test_generator_step_clips_the_gradient_norm_at_gamma():
     x = torch.randn(8, 3, dtype=torch.float64) * 10
     norm = generator_step(ours, net(x).pow(2).sum(), clip=0.05, ctx=__import__("fewstep").distributed.SINGLE)
     moved = torch.cat([p.detach().flatten() for p in net.parameters()]) - start
-    assert norm > 1.0 and moved.norm().item() == pytest.approx(0.05, rel=1e-9)
+    assert norm > 1.0 and moved.norm().item() == pytest.approx(0.05, rel=1e-6)
 
 
 def test_ema_is_a_convex_combination_with_weight_decay():

@@ -173,9 +173,9 @@ class Trajectory:
     """
 
     x: torch.Tensor
-    mean: torch.Tensor
+    mean: torch.Tensor | None
     std: torch.Tensor
-    log_prob: torch.Tensor
+    log_prob: torch.Tensor | None
 
     @property
     def x0(self) -> torch.Tensor:
@@ -183,29 +183,53 @@ class Trajectory:
 
     @property
     def K(self) -> int:
-        return int(self.mean.shape[0])
+        return int(self.x.shape[0]) - 1
 
     def select(self, rows: slice | torch.Tensor) -> "Trajectory":
         """The chains ``rows`` of the batch."""
-        return Trajectory(x=self.x[:, rows], mean=self.mean[:, rows], std=self.std, log_prob=self.log_prob[:, rows])
+        mean = None if self.mean is None else self.mean[:, rows]
+        log_prob = None if self.log_prob is None else self.log_prob[:, rows]
+        return Trajectory(x=self.x[:, rows], mean=mean, std=self.std, log_prob=log_prob)
 
 
-def rollout(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor) -> Trajectory:
+def rollout(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor, states_only: bool = False
+            ) -> Trajectory:
     """Run the chain of ``table`` from x_T = noise(0), using noise(k + 1) at step k.
 
-    Returns every step's input, mean, std and log-density, and the final x_0 (``.x0``).
+    Returns every step's input, mean, std and log-density, and the final x_0 (``.x0``); with
+    ``states_only`` only the states (fine-tuning re-scores the steps it draws). Without
+    gradient the states are written into preallocated tensors (no list of steps is stacked, so
+    memory is the trajectory itself); with gradient they are stacked so autograd can follow them.
     """
-    xs, means, log_probs = [], [], []
+    xs = means = log_probs = None
+    kept_x, kept_mean, kept_lp = [], [], []
     for k, x, mean, x_next in chain(model, table, noise):
-        std = float(table.s[k])
-        if std > 0:
-            log_probs.append(gaussian_log_prob(x_next, mean, torch.full((x.shape[0],), std, device=x.device)))
+        std = table.s[k]
+        if states_only:
+            lp = None
+        elif float(std) > 0:
+            lp = gaussian_log_prob(x_next, mean, std.expand(x.shape[0]).to(x.device))
         else:
-            log_probs.append(torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
-        xs.append(x)
-        means.append(mean)
-    xs.append(x_next)
-    return Trajectory(x=torch.stack(xs), mean=torch.stack(means), std=table.s, log_prob=torch.stack(log_probs))
+            lp = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if torch.is_grad_enabled():
+            kept_x.append(x)
+            kept_mean.append(mean)
+            kept_lp.append(lp)
+            continue
+        if xs is None:
+            xs = x.new_empty((table.K + 1, *x.shape))
+            if not states_only:
+                means, log_probs = mean.new_empty((table.K, *mean.shape)), lp.new_empty((table.K, *lp.shape))
+        xs[k] = x
+        if not states_only:
+            means[k], log_probs[k] = mean, lp
+    if xs is None:
+        xs = torch.stack([*kept_x, x_next])
+        if not states_only:
+            means, log_probs = torch.stack(kept_mean), torch.stack(kept_lp)
+    else:
+        xs[table.K] = x_next
+    return Trajectory(x=xs, mean=means, std=table.s, log_prob=log_probs)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from ..errors import Diverged
 from ..rollout import GeneratorNoise, Trajectory, rollout, step_log_prob
 from ..steps import StepTable
 
-CHUNK_ROWS = 8192
+CHUNK_ROWS = 1024
 """Rows of (step, trajectory) pairs per chunk of R_B: its memory does not grow with K."""
 
 
@@ -295,7 +295,7 @@ def iteration(
     m, rounds = cfg.batch_size, cfg.n_critic
     noise = GeneratorNoise(random, rounds * m, shape, device, ctx.round_rows(rounds, m))
     with torch.no_grad():
-        everything = rollout(nets.generator, nets.generator.table, noise)
+        everything = rollout(nets.generator, nets.generator.table, noise, states_only=True)
     share = ctx.share(m)
     for r in range(rounds):
         traj = everything.select(slice(r * share, (r + 1) * share))
