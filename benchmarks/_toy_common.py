@@ -137,7 +137,8 @@ def print_table(rows: list[dict], title: str = "", paper: dict | None = None) ->
     print("|---|---|---|---|---|---|---|---|---|")
     floors = {}
     for r in rows:
-        ref = (paper or {}).get((r["method"], r["steps"]), "")
+        paper = paper or {}
+        ref = paper.get((r["method"], r["steps"], r["data"]), paper.get((r["method"], r["steps"]), ""))
         seconds = f"{r['seconds']:.0f}" if r.get("seconds") else ""
         print(
             f"| {LABELS.get(r['method'], r['method'])} | {r['data']} | {r['steps']} | {_pm(r, 'w2', 100)} | "
