@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import click
@@ -81,7 +82,7 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
         run = open_run("finetune", None, run_dir, True, overrides)
         if _already_done(run, "finetune", run.config.finetune.iterations):
             return
-        if checkpoint is not None and checkpoint != run.source:
+        if checkpoint is not None and os.path.realpath(checkpoint) != os.path.realpath(run.source or ""):
             raise FewstepError(f"--checkpoint {checkpoint} is not the model this run started from ({run.source})")
         model = load(run.source)
     else:
