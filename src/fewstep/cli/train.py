@@ -80,10 +80,10 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
 
     if resume:
         run = open_run("finetune", None, run_dir, True, overrides)
-        if _already_done(run, "finetune", run.config.finetune.iterations):
-            return
         if checkpoint is not None and os.path.realpath(checkpoint) != os.path.realpath(run.source or ""):
             raise FewstepError(f"--checkpoint {checkpoint} is not the model this run started from ({run.source})")
+        if _already_done(run, "finetune", run.config.finetune.iterations):
+            return
         model = load(run.source)
     else:
         if checkpoint is None:
