@@ -158,6 +158,8 @@ def pretrain(
         result.model, config, data.shape, schedule, None, str(run.checkpoint("pretrain")), {"config": to_dict(config)}
     )
     if run.kind == "pretrain":
+        if resume:
+            run.drop_metrics("evaluate")  # the report of an interrupted attempt is made again
         table = sampler_table(model, config, data)
         lines = report(
             run, config, data, [(f"DDPM T={config.schedule.T}", result.model, table)], progress, config.device
@@ -209,6 +211,8 @@ def finetune(
     tuned = finetune_stage(config, run, copy.deepcopy(model), table, resume, progress, data)
     name = make_method(config.finetune).name
     entries = [(f"before ({tuned.table.name})", before, tuned.table), (name, tuned.model, tuned.table)]
+    if resume:
+        run.drop_metrics("evaluate")  # the report of an interrupted attempt is made again
     lines = report(run, config, data, entries, progress, config.device)
     best = tuned.result.best
     if best:

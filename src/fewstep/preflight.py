@@ -46,6 +46,10 @@ from .steps import StepTable, table_from_dict
 MEMORY_SHARE = 0.8
 """Work whose estimated memory exceeds this share of the device's memory is refused."""
 
+MATERIALISE_BYTES = 2**28
+"""Networks up to this size are given (uninitialised) memory to count their activations with a real
+forward pass of one example; larger ones are run on the meta device."""
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
@@ -131,10 +135,15 @@ def activations(module: torch.nn.Module, shape: tuple[int, ...], timed: bool = T
         nonlocal total
         total += output.numel() if torch.is_tensor(output) else 0
 
+    param = next(iter(module.parameters()), None)
+    if param is not None and param.device.type == "meta":
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        if size <= MATERIALISE_BYTES:  # a forward pass on the meta device costs seconds of torch imports
+            module = module.to_empty(device="cpu")
     leaves = [m for m in module.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     param = next(iter(module.parameters()), None)
-    device = param.device if param is not None else torch.device("meta")
+    device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     try:
         x = torch.zeros((1, *shape), device=device, dtype=dtype)
@@ -184,6 +193,7 @@ def add_training(
     count = parameters(model)
     copies = 4 + (1 if ema else 0)
     budget.keep(f"{name} of {count:,} parameters ({keys}) with its gradients and Adam state", copies * 4 * count)
+    budget.check()  # too big already: refuse before running the network to count its activations
     budget.peak(f"a training batch of {batch} ({batch_key})", 3 * 4 * batch * activations(model, shape))
 
 
@@ -362,6 +372,7 @@ def _finetuning_budget(config: Config, model: Pretrained, data: DataSource, task
     budget.keep(
         f"the baseline of {parameters(baseline):,} parameters (finetune.baseline_hidden)", 16 * parameters(baseline)
     )
+    budget.check()  # too big already: refuse before running the networks to count their activations
     size, m = math.prod(shape), cfg.batch_size
     rollouts = 2 * cfg.n_critic * m * (table_steps + 1) * size * 4
     chain = table_steps if cfg.estimator == "pathwise" else 1

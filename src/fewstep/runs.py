@@ -148,8 +148,8 @@ class Run:
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.path / KIND, yaml.safe_dump({"kind": self.kind, "source": self.source}))
             write_text_atomic(self.path / RECORD, yaml.safe_dump(to_dict(self.config), sort_keys=False))
-            remove_stale_temporaries(self.path / "checkpoints")
-            remove_stale_temporaries(self.path)
+            for folder in (self.path, self.path / "checkpoints", self.path / "figures"):
+                remove_stale_temporaries(folder)
             self._repair_metrics()
         return self
 
@@ -161,11 +161,15 @@ class Run:
             write_text_atomic(file, "".join(json.dumps(r) + "\n" for r in self.metrics()))
 
     def finished(self, stage: str, steps: int) -> bool:
-        """True when the stage's checkpoint records all ``steps`` done (a resumed run has nothing left to do)."""
+        """True when the stage's checkpoint records all ``steps`` done and the summary, written last,
+        exists: a resumed run has nothing left to do. (A run killed after its last checkpoint but
+        before its summary is not finished: resuming it writes the report.)"""
         from .checkpoint import load_checkpoint
 
         path = self.checkpoint(stage)
-        return path.is_file() and int(load_checkpoint(path)[1].get("step", -1)) >= steps
+        if not path.is_file() or not (self.path / "summary.md").is_file():
+            return False
+        return int(load_checkpoint(path)[1].get("step", -1)) >= steps
 
     def checkpoint(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.safetensors"
@@ -216,6 +220,12 @@ class Run:
         """Drop ``stage`` records past ``after_step`` (they are redone after a resume), atomically."""
         keep = [r for r in self.metrics() if not (r.get("stage") == stage and (r.get("step") or 0) > after_step)]
         write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
+
+    def drop_metrics(self, stage: str) -> None:
+        """Drop every ``stage`` record (a report that an interruption cut short is written again), atomically."""
+        if any(r.get("stage") == stage for r in self.metrics()):
+            keep = [r for r in self.metrics() if r.get("stage") != stage]
+            write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_summary(self, text: str) -> None:
         write_text_atomic(self.path / "summary.md", text)
