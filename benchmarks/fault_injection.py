@@ -209,8 +209,9 @@ def inject(kills: int = 5, seed: int = 0, workdir: Path | None = None) -> dict:
         for stage in ("pretrain", "finetune"):
             reference, resumed = workdir / f"{stage}-reference", workdir / f"{stage}-killed"
             seconds, begin, end = run_to_end(stage, reference, base)
-            # from before training starts (a kill while the run starts) to well into it
-            delays = (0.5 * begin, begin + 0.5 * (end - begin))
+            # from before training starts (a kill while the run starts) to well into it: each attempt
+            # advances about 3/4 of the run divided by the number of kills
+            delays = (0.5 * begin, begin + 1.5 * (end - begin) / kills)
             outcome = kill_and_resume(stage, resumed, base, kills, delays, rng)
             outcome.update(compare(reference, resumed, stage))
             outcome["reference_seconds"] = round(seconds, 1)
