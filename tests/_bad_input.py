@@ -79,14 +79,20 @@ def tensor_region(raw: bytes) -> int:
     return 8 + int.from_bytes(raw[:8], "little")
 
 
-def crafted_checkpoint(path: Path, shape: tuple[int, ...], overrides=(), poison: bool = False) -> Path:
-    """A model checkpoint for data of ``shape`` made without training (optionally with NaN weights)."""
+def crafted_checkpoint(
+    path: Path, shape: tuple[int, ...], overrides=(), poison: bool = False, extra_meta=None, extra_config=None
+) -> Path:
+    """A model checkpoint for data of ``shape`` made without training (optionally with NaN weights,
+    extra metadata or extra config keys), written with valid checksums."""
     config = load_config(None, ["model.hidden=[16,16]", *overrides])
     model = build_eps_model(config.model, shape)
     if poison:
         with torch.no_grad():
             next(model.parameters())[0] = float("nan")
-    meta = {"stage": "pretrain", "shape": list(shape), "config": to_dict(config)}
+    recorded = to_dict(config)
+    for section, values in (extra_config or {}).items():
+        recorded[section].update(values)
+    meta = {"stage": "pretrain", "shape": list(shape), "config": recorded, **(extra_meta or {})}
     save_checkpoint(path, module_tensors("model", model), meta)
     return path
 
@@ -108,6 +114,10 @@ def build_workspace(root: Path) -> dict[str, Path]:
     ws["metaflip"].write_bytes(raw.replace(b'\\"seed\\": 0', b'\\"seed\\": 7', 1))
     ws["ck3"] = crafted_checkpoint(root / "points3d.safetensors", (3,), ["data.name=file", "data.path=x3.npy"])
     ws["nan_ck"] = crafted_checkpoint(root / "nan.safetensors", (2,), poison=True)
+    ws["bogus_ck"] = crafted_checkpoint(root / "bogus-key.safetensors", (2,), extra_config={"pretrain": {"bogus": 1}})
+    ws["table_ck"] = crafted_checkpoint(
+        root / "bad-table.safetensors", (2,), extra_meta={"table": {"name": "x", "t": "a"}}
+    )
     ws["notckpt"] = root / "folder.safetensors"
     ws["notckpt"].mkdir()
 

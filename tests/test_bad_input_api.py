@@ -45,6 +45,7 @@ CASES = [
     ("load-flipped", lambda ws, m: fewstep.load(ws["flipped"]), ["damaged", "checksum"]),
     ("load-flipped-metadata", lambda ws, m: fewstep.load(ws["metaflip"]), ["damaged", "metadata"]),
     ("load-nan-weights", lambda ws, m: fewstep.load(ws["nan_ck"]), ["non-finite weights"]),
+    ("load-unknown-key", lambda ws, m: fewstep.load(ws["bogus_ck"]), ["bogus-key.safetensors", "pretrain.bogus"]),
     (
         "load-with-other-config",
         lambda ws, m: fewstep.load(ws["ck"], tiny(model=ModelConfig(hidden=[8]))),

@@ -130,6 +130,16 @@ CHECKPOINTS = [
     ("flipped-tensor-bytes", ["sample", "--checkpoint", "{flipped}", "--out", "{root}/s.npy"], ["damaged", "checksum"]),
     ("flipped-metadata", ["sample", "--checkpoint", "{metaflip}", "--out", "{root}/s.npy"], ["damaged", "metadata"]),
     ("nan-weights", ["sample", "--checkpoint", "{nan_ck}", "--out", "{root}/s.npy"], ["non-finite weights"]),
+    (
+        "checkpoint-unknown-key",
+        ["sample", "--checkpoint", "{bogus_ck}", "--out", "{root}/s.npy"],
+        ["{bogus_ck}", "pretrain.bogus"],
+    ),
+    (
+        "checkpoint-malformed-table",
+        ["sample", "--checkpoint", "{table_ck}", "--out", "{root}/s.npy"],
+        ["{table_ck}", "step table", "malformed"],
+    ),
     ("finetune-flipped", ["finetune", "--checkpoint", "{flipped}", *NEW], ["damaged"]),
     (
         "finetune-3d-model-2d-data",
