@@ -117,6 +117,11 @@ FILES = [
     ("run-dir-is-a-file", ["pretrain", "--run-dir", "{afile}", "--quiet"], ["is a file"]),
     ("run-dir-below-a-file", ["pretrain", "--run-dir", "{afile}/run", "--quiet"], ["cannot be created", "is a file"]),
     ("run-dir-holds-a-run", ["pretrain", "--run-dir", "{run}", "--quiet"], ["already holds a run", "--resume"]),
+    (
+        "run-dir-holds-other-files",
+        ["pretrain", "--run-dir", "{plain_dir}/..", "--quiet"],
+        ["not empty", "no fewstep run"],
+    ),
     ("unknown-option", ["pretrain", "--bogus"], ["No such option", "--bogus"]),
     ("unknown-command", ["pretrian"], ["No such command"]),
 ]

@@ -24,6 +24,7 @@ All refusals are :class:`fewstep.errors.FewstepError` s with one line naming the
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,21 @@ def add_evaluation(budget: Budget, config: Config, data: DataSource, model: torc
     """Evaluation of ``n`` samples (drawn with ``model``; None: given): sampling batches, the samples
     and data draws, exact W2, the k-NN metrics."""
     cfg = config.evaluate
+    if data.kind == "images" and cfg.features != "classifier" and not Path(cfg.features).is_file():
+        raise FewstepError(
+            f"config key evaluate.features is {shown(cfg.features)}, which is not a file: give the path of the FID "
+            "Inception weights (pt_inception-2015-12-05-6726825d.pth) or 'classifier'; fewstep downloads nothing"
+        )
+    if data.kind == "images" and cfg.features == "classifier" and data.train_labels is None:
+        raise FewstepError(
+            f"the {data.name} data has no labels to train the feature classifier of FID on; set "
+            "evaluate.features to the path of a local Inception weights file"
+        )
     limit = data.max_eval_size()
+    if limit is not None and limit < 2:
+        raise FewstepError(
+            f"the {data.name} data has too few held-out examples to evaluate; raise data.heldout_fraction"
+        )
     n = n if limit is None else min(n, limit)
     size = math.prod(data.shape)
     per_example = activations(model, data.shape) if model is not None else 0
@@ -471,7 +486,7 @@ def sampling(
         raise FewstepError(f"model must be a loaded model (fewstep.load), got {shown(model)}")
     check_machine(config)
     for name, value, low in (("n", n, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise FewstepError(f"{name} must be an integer >= {low}, got {shown(value)}")
     check_unchanged(model, config)
     data = None

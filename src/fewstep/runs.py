@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from .config import Config, from_dict, load_config, to_dict
 from .fields import missing_keys
 from .distributed import is_main_process
 from .errors import FewstepError
-from .files import remove_stale_temporaries, write_text_atomic
+from .files import is_temporary, remove_stale_temporaries, write_text_atomic
 
 RECORD = "config.yaml"
 KIND = "run.yaml"
@@ -79,11 +80,34 @@ class Run:
         path = Path(run_dir) if run_dir else Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
         if path.exists() and not path.is_dir():
             raise FewstepError(f"run directory {path} is a file")
-        if cls.has_work(path) and is_main_process():  # torchrun ranks > 0 share rank 0's run
-            raise FewstepError(
-                f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir"
-            )
+        if is_main_process():  # torchrun ranks > 0 share rank 0's run
+            if cls.has_work(path):
+                raise FewstepError(
+                    f"run directory {path} already holds a run; pass --resume to continue it "
+                    "or choose another --run-dir"
+                )
+            other = cls.foreign_file(path)
+            if other is not None:
+                raise FewstepError(
+                    f"run directory {path} is not empty and holds no fewstep run (it holds {other}); "
+                    "choose a new or empty directory"
+                )
         return cls(path, config, kind, source)
+
+    @staticmethod
+    def foreign_file(path: str | Path) -> Path | None:
+        """A file in ``path`` that a run's start did not write (None if there is none): a new run
+        never writes over a directory that holds one. Stops at the first it finds."""
+        path = Path(path)
+        if not path.is_dir():
+            return None
+        own = {path / KIND, path / RECORD}
+        for folder, _, names in os.walk(path):
+            for name in names:
+                file = Path(folder) / name
+                if file not in own and not is_temporary(file):
+                    return file.relative_to(path)
+        return None
 
     @staticmethod
     def has_work(path: str | Path) -> bool:
