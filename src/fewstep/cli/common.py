@@ -100,7 +100,12 @@ def run_options(kind: str):
 
     def decorate(fn):
         fn = click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
-        fn = click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")(fn)
+        fn = click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the run in --run-dir from its last checkpoint (--set may change how long it runs, "
+            "not what it is: seed, data, schedule, model and the fine-tuned sampler stay).",
+        )(fn)
         return click.option(
             "--run-dir",
             type=click.Path(file_okay=False),

@@ -72,8 +72,9 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
 
     SFT-PG (B): the defaults. SFT-PG (GP): --set finetune.critic_reg=gp. SFT (GP), pathwise:
     --set finetune.estimator=pathwise --set finetune.critic_reg=gp. Plain policy gradient:
-    --set finetune.estimator=pg. The sampler to tune is the checkpoint's recorded one, else the
-    sampler section's; it is made ready for policy gradient (noise at every step) if needed.
+    --set finetune.estimator=pg. The sampler to tune is the checkpoint's recorded one (unless --set
+    sampler.* describes another), else the sampler section's; it is made ready for policy gradient
+    (noise at every step) if needed.
     """
     from ..api import finetune as run_finetune, finetune_config, load, open_run
     from ..errors import FewstepError
