@@ -128,8 +128,12 @@ def parameters(module: torch.nn.Module) -> int:
 
 
 def activations(module: torch.nn.Module, shape: tuple[int, ...], timed: bool = True) -> int:
-    """Numbers produced by the layers of ``module`` for one example (a forward pass on the meta
-    device, or a real one of a single example for a loaded model): what a batch keeps for backward."""
+    """Numbers produced by the layers of ``module`` for one example: what a batch keeps for backward.
+
+    Counted in a forward pass of one example: a network built on the meta device is first given
+    uninitialised memory (up to ``MATERIALISE_BYTES``; its values do not matter, only the shapes)
+    because a forward pass on the meta device costs seconds of torch imports; a larger one runs
+    on the meta device. The module may be moved off the meta device."""
     total = 0
 
     def count(_module, _inputs, output):
