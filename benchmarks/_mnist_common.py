@@ -198,7 +198,8 @@ def table_markdown(floor: dict, rows: list[dict]) -> str:
             f"| {r.get('train_seconds') or ''} |"
         )
     lines.append(
-        f"| noise floor (two halves of held-out data) | | {floor['fid']:.4f} | {floor['kid']:.4f} | {floor['w2']:.3f} | | |"
+        f"| noise floor (two halves of held-out data) | | {floor['fid']:.4f} | {floor['kid']:.4f} "
+        f"| {floor['w2']:.3f} | | |"
     )
     return "\n".join(lines)
 

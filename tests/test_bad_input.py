@@ -1,83 +1,36 @@
-"""(e) Bad input through the CLI: one line starting "error:" that names the problem, exit 2, no traceback.
+"""Bad input and damaged files, beyond the catalogue (test_bad_input_cli.py, test_bad_input_api.py).
 
-Also: checkpoints are written atomically (a crash while saving keeps the previous one) and loading
-never unpickles.
+Data files and checkpoints of every kind of damage are one line, exit 2, and change nothing;
+loading never unpickles; checkpoints are written atomically (a crash while saving keeps the
+previous one); a failed start leaves a directory the corrected command reuses; interrupted writes
+(temporary files, a half-written metrics line) are cleaned up at the next start; a finished run
+resumed does nothing; pretraining stops when it diverges, keeping its last good checkpoint.
 """
 
+import json
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+import yaml
 from safetensors.torch import save_file
 
 import fewstep.checkpoint as checkpoint_module
 import fewstep.files as files_module
 from fewstep.checkpoint import load_checkpoint, save_checkpoint
-from fewstep.cli import main
 
-TINY = ["--set", "pretrain.steps=3", "--set", "model.hidden=[16,16]", "--set", "evaluate.n_samples=50", "--quiet"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in result.output
+from _bad_input import TINY, assert_one_line_error, assert_unchanged, invoke, sets, snapshot
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A real (tiny) pretraining run and its checkpoint."""
     run_dir = tmp_path_factory.mktemp("run") / "run"
-    result = invoke("pretrain", "--run-dir", run_dir, *TINY)
+    result = invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets(TINY))
     assert result.exit_code == 0, result.output
     return run_dir / "checkpoints" / "pretrain.safetensors"
-
-
-@pytest.mark.parametrize(
-    "overrides, words",
-    [
-        (["pretrain.stepz=3"], ["unknown config key pretrain.stepz"]),
-        (["foo.bar=1"], ["unknown config key foo"]),
-        (["pretrain.steps=abc"], ["pretrain.steps", "integer", "'abc'"]),
-        (["pretrain.lr=fast"], ["pretrain.lr", "number"]),
-        (["model.hidden=128"], ["model.hidden", "list"]),
-        (["sampler.noise_at_last_step=maybe"], ["sampler.noise_at_last_step", "true or false"]),
-        (["pretrain.lr=-1"], ["pretrain.lr", "> 0"]),
-        (["schedule.T=0"], ["schedule.T", ">= 1"]),
-        (["pretrain.ema_decay=1.5"], ["pretrain.ema_decay", "<= 0.99"]),
-        (["schedule.kind=quadratic"], ["schedule.kind", "'quadratic'", "sigmoid"]),
-        (["sampler.timesteps=[5,3]"], ["sampler.timesteps", "increase"]),
-        (["pretrain.steps"], ["section.key=value"]),
-    ],
-)
-def test_bad_config_values(tmp_path, overrides, words):
-    args = [x for o in overrides for x in ("--set", o)]
-    result = invoke("pretrain", "--run-dir", tmp_path / "run", *args)
-    assert_one_line_error(result, *words)
-    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing half-started
-
-
-def test_bad_config_file(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("pretrain:\n  stepz: 3\n")
-    assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--config", bad), "pretrain.stepz")
-    bad.write_text("pretrain: [1, 2\n")
-    assert_one_line_error(invoke("pretrain", "--run-dir", tmp_path / "r", "--config", bad), "not valid YAML")
-    assert_one_line_error(
-        invoke("pretrain", "--run-dir", tmp_path / "r", "--config", tmp_path / "none.yaml"), "does not exist"
-    )
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path):
@@ -123,10 +76,12 @@ def test_bad_data_file(tmp_path, kind, name, words):
     path = tmp_path / name
     if kind != "missing":
         _write(path, kind)
+    before = snapshot(tmp_path)
     result = invoke(
-        "pretrain", "--run-dir", tmp_path / "run", "--set", "data.name=file", "--set", f"data.path={path}", *TINY
+        "pretrain", "--run-dir", tmp_path / "run", "--quiet", *sets([*TINY, "data.name=file", f"data.path={path}"])
     )
     assert_one_line_error(result, "data file", *words)
+    assert_unchanged(before, tmp_path)
 
 
 def test_data_file_required_and_samples_of_wrong_dimension(tmp_path):
@@ -163,9 +118,11 @@ def test_corrupted_checkpoint(tmp_path, ckpt, damage):
                 return (open, (str(marker), "w"))
 
         bad.write_bytes(pickle.dumps({"model.w": Evil()}))
+    before = snapshot(tmp_path)
     for command in (["sample", "-n", 5, "--out", tmp_path / "s.npy"], ["evaluate"]):
         assert_one_line_error(invoke(command[0], "--checkpoint", bad, *command[1:]), str(bad), "corrupted")
     assert not marker.exists()
+    assert_unchanged(before, tmp_path)
 
 
 def test_foreign_safetensors_files(tmp_path):
@@ -187,35 +144,6 @@ def test_foreign_safetensors_files(tmp_path):
         metadata={"format": checkpoint_module.FORMAT, "meta": "{oops", "checksum": checksum},
     )
     assert_one_line_error(invoke("sample", "--checkpoint", bad_meta), "unreadable metadata")
-
-
-def test_checkpoint_does_not_match_config(tmp_path, ckpt):
-    assert_one_line_error(
-        invoke("evaluate", "--checkpoint", ckpt, "--set", "schedule.T=100"), "schedule.T", "10", "100"
-    )
-    assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--set", "schedule.kind=linear"), "schedule.kind")
-    assert_one_line_error(
-        invoke("evaluate", "--checkpoint", ckpt, "--set", "model.hidden=[8]"), "model.hidden", "[16, 16]"
-    )
-    other = tmp_path / "other.yaml"
-    other.write_text("model:\n  hidden: [32]\n")
-    assert_one_line_error(invoke("evaluate", "--checkpoint", ckpt, "--config", other), "model.hidden", "[32]")
-
-
-def test_resume_cannot_change_the_model_and_loses_nothing(ckpt):
-    run_dir = ckpt.parent.parent
-    config_before, weights_before = (run_dir / "config.yaml").read_text(), ckpt.read_bytes()
-    result = invoke("pretrain", "--run-dir", run_dir, "--resume", "--set", "model.hidden=[8]", "--quiet")
-    assert_one_line_error(result, "model.hidden", "[16, 16]", "[8]")
-    result = invoke("pretrain", "--run-dir", run_dir, "--resume", "--set", "schedule.T=20", "--quiet")
-    assert_one_line_error(result, "schedule.T")
-    assert (run_dir / "config.yaml").read_text() == config_before
-    assert ckpt.read_bytes() == weights_before
-
-
-def test_existing_run_directory_is_not_overwritten(ckpt):
-    result = invoke("pretrain", "--run-dir", ckpt.parent.parent, *TINY)
-    assert_one_line_error(result, "already holds a run", "--resume")
 
 
 def _crashing_save_file(tensors, filename, metadata=None):
@@ -244,3 +172,112 @@ def test_atomic_checkpoint_write(tmp_path, monkeypatch, where):
     # and a normal save still replaces it
     save_checkpoint(path, {"w": torch.zeros(4)}, {"step": 2})
     assert load_checkpoint(path)[1] == {"step": 2}
+
+
+def test_a_failed_start_leaves_a_directory_the_corrected_command_reuses(tmp_path):
+    """A start that failed after the run directory was written (here: written by hand, as a crash
+    would leave it) holds no work yet, so the corrected command takes it over."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "figures").mkdir()
+    (run_dir / "run.yaml").write_text("kind: pretrain\nsource: null\n")
+    (run_dir / "config.yaml").write_text("data:\n  name: moons\n")
+    result = invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets(TINY))
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["name"] == "swiss_roll"
+
+
+def test_refused_start_writes_nothing_and_the_corrected_command_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    bad = invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets([*TINY, "data.name=file", "data.path=none.npy"]))
+    assert_one_line_error(bad, "does not exist")
+    assert not run_dir.exists()
+    good = invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets(TINY))
+    assert good.exit_code == 0, good.output
+
+
+def test_interrupted_writes_are_cleaned_at_the_next_start(tmp_path):
+    """Temporary files of interrupted checkpoint writes (fewstep's and safetensors' own) and a
+    half-written metrics line are gone after a resume; the metrics file is valid JSON lines again."""
+    run_dir = tmp_path / "run"
+    assert invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets(TINY)).exit_code == 0
+    stale = [
+        run_dir / "checkpoints" / "pretrain.safetensors.k2j3h4.tmp",
+        run_dir / "checkpoints" / ".tmpAb12Cd",
+        run_dir / "config.yaml.x8y7.tmp",
+    ]
+    for path in stale:
+        path.write_bytes(b"partial")
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "pretrain", "step": 9')  # killed in the middle of a write
+    result = invoke("pretrain", "--run-dir", run_dir, "--resume", "--quiet", "--set", "pretrain.steps=5")
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in stale)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["stage"] == "pretrain"] == [3, 5]  # logged at the end of each part
+
+
+def test_resuming_a_finished_run_does_nothing(ckpt):
+    run_dir = ckpt.parent.parent
+    before = snapshot(run_dir)
+    result = invoke("pretrain", "--run-dir", run_dir, "--resume", "--quiet")
+    assert result.exit_code == 0 and "already complete" in result.output
+    assert_unchanged(before, run_dir)
+
+
+def test_pretraining_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ["pretrain.lr=10", "pretrain.steps=100", "pretrain.checkpoint_every=50", "model.hidden=[16,16]"]
+    result = invoke("pretrain", "--run-dir", run_dir, "--quiet", *sets(overrides))
+    assert_one_line_error(result, "pretrain diverged at step 50", "pretrain.lr", "last good checkpoint", "step 0")
+    tensors, meta = load_checkpoint(run_dir / "checkpoints" / "pretrain.safetensors")
+    assert meta["step"] == 0 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    assert not (run_dir / "summary.md").exists()
+
+
+def test_sample_names_the_file_it_wrote(ckpt, tmp_path):
+    result = invoke("sample", "--checkpoint", ckpt, "-n", 1, "--out", tmp_path / "m13_out", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"wrote 1 sample (10-step ddpm sampler) to {tmp_path / 'm13_out.npy'}" in result.output
+    assert np.load(tmp_path / "m13_out.npy").shape == (1, 2)
+    assert oct((tmp_path / "m13_out.npy").stat().st_mode & 0o777) == oct(ckpt.stat().st_mode & 0o777)
+
+
+@pytest.fixture(scope="module")
+def finetune_run(ckpt, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ft") / "run"
+    overrides = [
+        "finetune.iterations=2",
+        "finetune.batch_size=16",
+        "evaluate.train_samples=50",
+        "evaluate.n_samples=50",
+    ]
+    result = invoke("finetune", "--checkpoint", ckpt, "--run-dir", run_dir, "--quiet", *sets(overrides))
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("sampler.steps=5", "sampler.steps"),
+        ("finetune.critic_hidden=[8]", "finetune.critic_hidden"),
+        ("finetune.estimator=pg", "finetune.estimator"),
+        ("finetune.ema_decay=0.9", "finetune.ema_decay"),
+        ("data.name=moons", "data.name"),
+    ],
+)
+def test_finetune_resume_cannot_change_what_the_run_is(finetune_run, override, key):
+    before = snapshot(finetune_run)
+    result = invoke("finetune", "--resume", "--run-dir", finetune_run, "--quiet", "--set", override)
+    assert_one_line_error(result, key, "cannot change")
+    assert_unchanged(before, finetune_run)
+
+
+def test_finetune_resume_with_another_checkpoint(finetune_run, tmp_path):
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"")
+    before = snapshot(finetune_run)
+    result = invoke("finetune", "--resume", "--run-dir", finetune_run, "--checkpoint", other)
+    assert_one_line_error(result, "not the model this run started from")
+    assert_unchanged(before, finetune_run)

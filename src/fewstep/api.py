@@ -8,22 +8,23 @@ pipeline folder, opened by :func:`load`, with the step table it samples with.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from .checkpoint import check_matches
-from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict
+from . import preflight
+from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict, validate
 from .data import DataSource
 from .errors import FewstepError
+from .fields import shown
 from .evaluation import Evaluator, evaluate_sampler
 from .models import load_pretrained
 from .pretrained import Pretrained
 from .reports import report, training_curves, write_summary
 from .rollout import sample as sample_chain
 from .runs import Run
-from .samplers import build_table
 from .schedules import make_schedule
 from .steps import StepTable
 from .training.finetune import finetune as finetune_stage
@@ -33,6 +34,10 @@ from .training.sftpg import make_method
 
 def load(path: str | Path, config: Config | None = None) -> Pretrained:
     """A fewstep checkpoint or a diffusers pipeline folder (``model_index.json``, ``unet/``, ``scheduler/``)."""
+    if not isinstance(path, (str, Path)):
+        raise FewstepError(f"load needs the path of a checkpoint or a diffusers folder, got {shown(path)}")
+    if config is not None:
+        validate(config)
     return load_pretrained(path, config)
 
 
@@ -43,11 +48,8 @@ def sampler_table(model: Pretrained, config: Config | None = None, data: DataSou
     replaces the recorded table.
     """
     config = config or model.config
-    recorded_sampler = model.meta.get("config", {}).get("sampler")
-    if model.table is not None and (recorded_sampler is None or recorded_sampler == to_dict(config.sampler)):
-        return model.table
-    train = (data or DataSource(config.data)).train() if config.sampler.kind == "analytic_dpm" else None
-    return build_table(config.sampler, model.schedule, model.model, train)
+    table = preflight.sampler_for(model, config, data)
+    return table if table is not None else preflight.sampler_for(model, config, preflight.load_data(config))
 
 
 def sample(
@@ -58,31 +60,38 @@ def sample(
     batch_size: int = 1024,
     device: str | None = None,
     progress: bool = False,
+    config: Config | None = None,
 ) -> torch.Tensor:
-    """``n`` samples of ``model`` [n, *shape]; sample i depends only on (seed, i), never on the batch size."""
-    table = table or sampler_table(model)
-    device = device or model.config.device
-    return sample_chain(
-        model.model.to(device),
+    """``n`` samples of ``model`` [n, *shape]; sample i depends only on (seed, i), never on the batch size.
+
+    The sampler is ``table``, else the one ``config`` (default: the model's own) describes.
+    Everything is checked before sampling starts; samples that come out NaN or infinite (a
+    diverged model) are an error, not a result.
+    """
+    if not isinstance(model, Pretrained):
+        raise FewstepError(f"model must be a loaded model (fewstep.load), got {shown(model)}")
+    config = config or model.config
+    if device is not None:
+        config = dataclasses.replace(config, device=device)
+    chosen, _ = preflight.sampling(model, config, n, seed, batch_size, table=table)
+    table = table or chosen
+    x = sample_chain(
+        model.model.to(config.device),
         table,
         n,
         model.shape,
         seed=seed,
         batch_size=batch_size,
-        device=device,
+        device=config.device,
         progress=progress,
     )
-
-
-def check_data(model: Pretrained, data: DataSource) -> None:
-    if tuple(data.shape) != tuple(model.shape):
-        hint = (
-            "; set data.name, data.path and data.image_size to its training images" if model.kind == "diffusers" else ""
-        )
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:
         raise FewstepError(
-            f"the model was trained on data of shape {tuple(model.shape)} but the {data.name} data "
-            f"has shape {tuple(data.shape)}{hint}"
+            f"{bad} of {n} samples of {model.source} are NaN or infinite: the model or its "
+            f"{table.K}-step {table.name} sampler diverges"
         )
+    return x
 
 
 def evaluate(
@@ -93,19 +102,16 @@ def evaluate(
     progress: bool = False,
 ) -> dict:
     """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor."""
-    config = config or (model.config if model is not None else load_config())
-    data = DataSource(config.data)
+    config = config or (model.config if isinstance(model, Pretrained) else load_config())
+    data, chosen = preflight.evaluation(config, model, samples)
     evaluator = Evaluator(data, config.evaluate, progress)
     if samples is not None:
-        if tuple(samples.shape[1:]) != tuple(data.shape):
-            raise FewstepError(
-                f"the samples have shape {tuple(samples.shape[1:])} per example but the {data.name} "
-                f"data has {tuple(data.shape)}"
-            )
         return evaluator.score_samples(samples)
-    check_data(model, data)
-    used = table or sampler_table(model, config, data)
-    return evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)[1]
+    if table is not None:
+        preflight.check_table(table, model)
+    used = table or chosen
+    result = evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)[1]
+    return {**result, "sampler": f"{used.K}-step {used.name}"}
 
 
 def open_run(
@@ -123,6 +129,9 @@ def open_run(
         return Run.resume(run_dir, kind, overrides)
     if config is None:
         raise FewstepError("a new run needs a config")
+    if overrides:
+        config = load_config(None, overrides, base=to_dict(config))
+    validate(config)
     return Run.create(run_dir, config, kind, source)
 
 
@@ -140,7 +149,7 @@ def pretrain(
     """
     run = run or open_run("pretrain", config, run_dir, resume, overrides)
     config = run.config
-    data = DataSource(config.data)  # a bad data set fails here, before the run directory exists
+    data = preflight.pretraining(run, resume)  # everything is checked before the run directory is written
     run.start()
     started = time.time()
     result = pretrain_stage(config, run, resume, progress, data)
@@ -149,6 +158,8 @@ def pretrain(
         result.model, config, data.shape, schedule, None, str(run.checkpoint("pretrain")), {"config": to_dict(config)}
     )
     if run.kind == "pretrain":
+        if resume:
+            run.drop_metrics("evaluate")  # the report of an interrupted attempt is made again
         table = sampler_table(model, config, data)
         lines = report(
             run, config, data, [(f"DDPM T={config.schedule.T}", result.model, table)], progress, config.device
@@ -174,11 +185,8 @@ def finetune_config(
     return config
 
 
-def check_unchanged(model: Pretrained, config: Config) -> None:
-    """A trained model's model and schedule sections cannot be changed by --config or --set."""
-    check_matches(
-        {"config": to_dict(model.config)}, {s: to_dict(getattr(config, s)) for s in ("model", "schedule")}, model.source
-    )
+check_unchanged = preflight.check_unchanged
+check_data = preflight.check_data
 
 
 def finetune(
@@ -192,16 +200,19 @@ def finetune(
     run: Run | None = None,
 ) -> tuple[Pretrained, Run]:
     """Shortcut fine-tuning of ``model``'s sampler; write the run directory; return the tuned model."""
+    if not isinstance(model, Pretrained):
+        raise FewstepError(f"model must be a loaded model (fewstep.load), got {shown(model)}")
     run = run or open_run("finetune", config or model.config, run_dir, resume, overrides, model.source)
     config = run.config
-    data = DataSource(config.data)
-    check_data(model, data)
+    data = preflight.finetuning(run, model, resume, table)  # everything is checked before the run directory is written
     before = copy.deepcopy(model.model)
     run.start()
     started = time.time()
     tuned = finetune_stage(config, run, copy.deepcopy(model), table, resume, progress, data)
     name = make_method(config.finetune).name
     entries = [(f"before ({tuned.table.name})", before, tuned.table), (name, tuned.model, tuned.table)]
+    if resume:
+        run.drop_metrics("evaluate")  # the report of an interrupted attempt is made again
     lines = report(run, config, data, entries, progress, config.device)
     best = tuned.result.best
     if best:

@@ -3,7 +3,8 @@
 A checkpoint holds named tensors (``model.*``: the weights to sample with; ``train.<part>.*``,
 ``optim.<part>.*``, ``rng.<name>``: the state a run resumes from) and JSON metadata: the format,
 the stage, the step, the config, the data shape, the step table, and a SHA-256 checksum of every
-tensor (name, dtype, shape and bytes), verified on load so that flipped bytes are caught.
+tensor (name, dtype, shape and bytes) and one of the metadata, verified on load so that flipped bytes
+are caught. Files written before the metadata checksum existed are read without it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import FewstepError
+from .fields import shown
 from .files import write_atomic
 
 FORMAT = "fewstep-checkpoint-v2"
@@ -33,10 +35,20 @@ def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def text_checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``tensors`` and ``meta`` to ``path`` atomically (temporary file, fsync, rename)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"format": FORMAT, "meta": json.dumps(meta, allow_nan=False), "checksum": tensor_checksum(tensors)}
+    text = json.dumps(meta, allow_nan=False)
+    header = {
+        "format": FORMAT,
+        "meta": text,
+        "checksum": tensor_checksum(tensors),
+        "meta_checksum": text_checksum(text),
+    }
     write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
@@ -66,6 +78,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise FewstepError(f"checkpoint {path} is not a fewstep checkpoint (format {header.get('format')!r})")
     if header.get("checksum") != tensor_checksum(tensors):
         raise FewstepError(f"checkpoint {path} is damaged: its tensors do not match the checksum written with them")
+    if "meta_checksum" in header and header["meta_checksum"] != text_checksum(header.get("meta", "")):
+        raise FewstepError(f"checkpoint {path} is damaged: its metadata does not match the checksum written with it")
     try:
         meta = json.loads(header["meta"])
     except (KeyError, json.JSONDecodeError):
@@ -126,15 +140,32 @@ def load_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": extra["param_groups"]})
 
 
+def lookup(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def first_difference(recorded: Any, value: Any, key: str) -> tuple[str, Any, Any] | None:
+    """The first (dotted key, recorded, new) where two config values differ, descending into sections."""
+    if isinstance(recorded, dict) and isinstance(value, dict):
+        for sub in sorted(set(recorded) | set(value), key=str):
+            found = first_difference(recorded.get(sub), value.get(sub), f"{key}.{sub}")
+            if found:
+                return found
+        return None
+    return None if recorded == value else (key, recorded, value)
+
+
 def check_matches(meta: dict, expected: dict[str, Any], source: str, kind: str = "checkpoint") -> None:
-    """Every config section in ``expected`` must equal the one recorded in ``meta["config"]`` (of a
-    checkpoint, or of a run directory with ``kind="run"``); the error names the first differing key."""
+    """Every config section or dotted key in ``expected`` must equal the one recorded in
+    ``meta["config"]`` (of a checkpoint, or of a run directory with ``kind="run"``); the error
+    names the first differing key."""
     for section, value in expected.items():
-        recorded = meta.get("config", {}).get(section)
-        if recorded != value:
-            diffs = [k for k in set(value) | set(recorded or {}) if (recorded or {}).get(k) != value.get(k)]
-            key = sorted(diffs)[0] if diffs else "?"
+        found = first_difference(lookup(meta.get("config", {}), section), value, section)
+        if found:
+            key, old, new = found
+            keeps = "; a resumed run cannot change it" if kind == "run" else ""
             raise FewstepError(
-                f"{kind} {source} was made with {section}.{key} = {(recorded or {}).get(key)!r}, "
-                f"but the config has {value.get(key)!r}"
+                f"{kind} {source} was made with {key} = {shown(old)}, but the config has {shown(new)}{keeps}"
             )

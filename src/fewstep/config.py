@@ -9,6 +9,7 @@ need (``config.finetune``, ``config.sampler``, ...), not the whole config.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from .errors import FewstepError
 from .fields import describe as describe_fields
-from .fields import from_dict, opt, shown, to_dict
+from .fields import check, from_dict, opt, shown, to_dict
 from .samplers.registry import SamplerConfig
 
 DATASETS = ("swiss_roll", "moons", "gaussian", "file", "digits", "mnist", "cifar10", "folder")
@@ -67,7 +68,7 @@ class ModelConfig:
         choices=("mlp", "unet", "diffusers"),
     )
     hidden: list[int] = opt(
-        [128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128)", min=1, max=65_536
+        [128, 128, 128], "hidden widths of the epsilon-MLP (App. F.1: 3 hidden layers of 128)", min=1, max=10_000_000
     )
     activation: str = opt("softplus", "activation of the epsilon-MLP", choices=("softplus", "relu", "silu"))
     time_dim: int = opt(32, "size of the sinusoidal time features", min=2, max=4096)
@@ -176,19 +177,19 @@ class FinetuneConfig:
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
     lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", above=0.0, max=10.0)
     critic_hidden: list[int] = opt(
-        [128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)", min=1, max=65_536
+        [128, 128], "hidden widths of the MLP critic (App. F.1: 3 layers, 128 units, ReLU)", min=1, max=10_000_000
     )
     baseline_hidden: list[int] = opt(
         [128, 128],
         "hidden widths of the MLP baseline V(x_{t+1}, t) (App. F.1; images: 1024, 1024, 256)",
         min=1,
-        max=65_536,
+        max=10_000_000,
     )
     critic_channels: list[int] = opt(
         [64, 128, 256],
         "images: widths of the conv critic's three stride-2 layers (App. F.2: 256, 512, 1024)",
         min=1,
-        max=65_536,
+        max=10_000_000,
     )
     train: str = opt(
         "network",
@@ -354,15 +355,19 @@ def load_config(
 
 
 def validate(config: Config) -> None:
-    """Checks that involve more than one field or section (each names its key)."""
+    """Every check a config can have without its data, model or machine: each field's type and range
+    (also for a ``Config`` made in Python), then those that involve more than one field (each names its key)."""
     from .samplers import check_sampler
     from .schedules import make_schedule
 
+    if not isinstance(config, Config):
+        raise FewstepError(f"expected a fewstep Config, got {shown(config)}")
+    check(config)
     if config.data.name in NEEDS_PATH and not config.data.path:
         raise FewstepError(f"config key data.path is required when data.name is {config.data.name!r}")
     if config.schedule.kind != "diffusers":  # a diffusers schedule is checked once its model is loaded
         check_sampler(config.sampler, make_schedule(config.schedule.kind, config.schedule.T))
-    if config.device != "cpu" and not config.device.startswith("cuda"):
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", config.device):
         raise FewstepError(f"config key device is {shown(config.device)}; choose cpu, cuda or cuda:N")
 
 

@@ -85,18 +85,29 @@ SINGLE = Context()
 """A single process (no data parallelism)."""
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` parsed, refused when this machine (or this torch build) does not have it."""
+    try:
+        requested = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise FewstepError(f"config key device is {device!r}; choose cpu, cuda or cuda:N") from None
+    if requested.type not in ("cpu", "cuda"):
+        raise FewstepError(f"config key device is {device!r}; choose cpu, cuda or cuda:N")
+    if requested.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "torch, which sees no CUDA GPU"
+            raise FewstepError(f"config key device is {device!r} but this is {build}; use device=cpu")
+        if requested.index is not None and requested.index >= torch.cuda.device_count():
+            raise FewstepError(
+                f"config key device is {device!r} but only {torch.cuda.device_count()} GPU(s) are visible"
+            )
+    return requested
+
+
 def setup(device: str = "cpu") -> Context:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR, MASTER_PORT); a single-process context when there is none."""
-    try:
-        requested = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise FewstepError(f"config key device is {device!r}; choose cpu, cuda or cuda:N") from None
-    if requested.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FewstepError(f"device={device} but this torch build sees no CUDA GPU; use device=cpu")
-        if requested.index is not None and requested.index >= torch.cuda.device_count():
-            raise FewstepError(f"device={device} but only {torch.cuda.device_count()} GPU(s) are visible")
+    requested = check_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Context(device=requested)

@@ -22,6 +22,9 @@ from .errors import FewstepError
 MAX_SHOWN = 60
 """Longest user value quoted back in an error message."""
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""A number in exponent notation without a dot (1e-3, 2E6): YAML 1.1 reads it as a string."""
+
 
 def opt(default: Any, help: str, **checks: Any) -> Any:
     """A settings field with its documentation and checks (min, max, choices)."""
@@ -34,6 +37,8 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
 
 def shown(value: Any) -> str:
     """``repr(value)``, shortened so an error message stays one readable line."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**12:
+        return f"{value:.3g}"
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
@@ -56,13 +61,15 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
             raise FewstepError(f"config key {key} must be true or false, got {shown(value)}")
         return value
     if hint is int:
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-            value = int(value)  # YAML reads 1e4 as a float
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # 1e6 is an integer written in exponent notation
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # YAML reads 1.0e4 as a float
         if isinstance(value, bool) or not isinstance(value, int):
             raise FewstepError(f"config key {key} must be an integer, got {shown(value)}")
         return value
     if hint is float:
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FewstepError(f"config key {key} must be a number, got {shown(value)}")
@@ -114,6 +121,39 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
 
 def to_dict(settings: Any) -> dict:
     return dataclasses.asdict(settings)
+
+
+def check(settings: Any, prefix: str = "") -> Any:
+    """``settings`` (a dataclass made in Python, not read from YAML) checked as :func:`from_dict` checks YAML."""
+    if not dataclasses.is_dataclass(settings) or isinstance(settings, type):
+        raise FewstepError(f"expected {prefix.rstrip('.') or 'a settings object'}, got {shown(settings)}")
+    data = {}
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            if not (dataclasses.is_dataclass(value) and isinstance(value, hints[f.name])):
+                raise FewstepError(
+                    f"config section {prefix}{f.name} must be a {hints[f.name].__name__}, got {shown(value)}"
+                )
+            check(value, f"{prefix}{f.name}.")
+        else:
+            data[f.name] = value
+    return from_dict(type(settings), data, prefix)
+
+
+def missing_keys(cls: type, data: Any, prefix: str = "") -> list[str]:
+    """The keys of ``cls`` (nested) that the mapping ``data`` lacks: a complete record has none."""
+    if not isinstance(data, dict):
+        return [prefix.rstrip(".") or "(everything)"]
+    missing = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            missing.append(prefix + f.name)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            missing += missing_keys(hints[f.name], data[f.name], prefix + f.name + ".")
+    return missing
 
 
 def describe(cls: type, prefix: str = "") -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -36,10 +37,41 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, write)
 
 
+SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+"""The temporary file safetensors' ``save_file`` writes next to its target before renaming it."""
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.endswith(TEMP_SUFFIX) or bool(SAFETENSORS_TEMPORARY.fullmatch(path.name))
+
+
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete temporary files left in ``directory`` by writes that were interrupted; return them."""
+    """Delete temporary files left in ``directory`` by writes that were interrupted (fewstep's
+    ``*.tmp`` and safetensors' ``.tmpXXXXXX``); return them. Call it only where no write is running."""
     directory = Path(directory)
-    stale = [p for p in directory.glob(f"*{TEMP_SUFFIX}") if p.is_file()] if directory.is_dir() else []
+    stale = sorted(p for p in directory.iterdir() if p.is_file() and is_temporary(p)) if directory.is_dir() else []
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def can_create_in(directory: Path) -> str | None:
+    """Why no file can be created in the existing ``directory`` (None when one can): tried, not guessed,
+    so read-only mounts, /proc and root's permissions are all judged by the system itself."""
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".fewstep-probe-", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(probe)
+    return None

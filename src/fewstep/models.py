@@ -147,6 +147,12 @@ def load_pretrained(path: str | Path, config: Config | None = None) -> Pretraine
     else:
         model, schedule = build_eps_model(saved.model, shape), make_schedule(saved.schedule.kind, saved.schedule.T)
     load_module(model, "model", tensors, str(path))
+    bad = [k for k, t in tensors.items() if k.startswith("model.") and t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise FewstepError(
+            f"checkpoint {path} holds non-finite weights ({bad[0]}): the run that wrote it diverged; "
+            "use an earlier checkpoint or train again with a smaller learning rate"
+        )
     table = table_from_dict(meta["table"], str(path)) if meta.get("table") else None
     kind = "diffusers" if saved.model.kind == "diffusers" else "fewstep"
     return Pretrained(model.eval(), config or saved, shape, schedule, table, str(path), meta, kind)

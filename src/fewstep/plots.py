@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .files import write_atomic  # noqa: E402
+
 
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
@@ -29,10 +31,13 @@ def _limits(*clouds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo - pad, hi + pad
 
 
-def _save(fig, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def _save(fig, path: str | Path, tight: bool = True) -> None:
+    """Write the figure atomically (a reader never sees half a PNG), in the format its suffix names."""
+    path = Path(path)
+    if tight:
+        fig.tight_layout()
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
     plt.close(fig)
 
 
@@ -174,6 +179,4 @@ def grid_figure(
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.9))  # leave the top row to the floor line
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, tight=False)

@@ -113,7 +113,10 @@ def training_curves(run: Run) -> list[str]:
             f"held-out {LABELS[key]} ({scored[-1]['eval_n']} samples)",
             floor=scored[-1].get(f"floor_{key}"),
             logy=True,
-            title=f"noise floor at the same {scored[-1]['eval_n']} samples dashed",
+            title=(
+                f"{scored[-1]['eval_n']} samples per evaluation (evaluate.train_samples; the summary's final "
+                "scores use evaluate.n_samples)\nnoise floor at the same size dashed"
+            ),
         )
         names.append(f"figures/{stage}_{key}.png")
     return names

@@ -267,13 +267,13 @@ def sample(
     The network runs in eval mode. Noise is drawn step by step, so memory is O(batch_size x sample
     size) whatever the number of steps, and ``batch_size`` changes nothing but speed and memory.
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     shape, dtype = tuple(int(s) for s in shape), model_dtype(model)
     out = []
     with (
         eval_mode(model),
-        tqdm(total=n, desc="sampling", unit="sample", disable=not progress, leave=False, dynamic_ncols=True) as bar,
+        progress_bar(total=n, enabled=progress, desc="sampling", unit="sample", leave=False) as bar,
     ):
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)

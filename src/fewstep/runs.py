@@ -14,20 +14,40 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .checkpoint import check_matches
+from .checkpoint import lookup, check_matches
 from .config import Config, from_dict, load_config, to_dict
+from .fields import missing_keys
 from .distributed import is_main_process
 from .errors import FewstepError
-from .files import remove_stale_temporaries, write_text_atomic
+from .files import is_temporary, remove_stale_temporaries, write_text_atomic
 
 RECORD = "config.yaml"
 KIND = "run.yaml"
+
+_IDENTITY = ("seed", "data", "schedule", "model")
+_FINETUNE = (
+    "sampler",
+    "finetune.estimator",
+    "finetune.critic_reg",
+    "finetune.critic_hidden",
+    "finetune.baseline_hidden",
+    "finetune.critic_channels",
+    "finetune.ema_decay",
+)
+FIXED_ON_RESUME = {
+    "pretrain": (*_IDENTITY, "pretrain.ema_decay"),
+    "finetune": (*_IDENTITY, *_FINETUNE),
+    "quickstart": (*_IDENTITY, "pretrain.ema_decay", *_FINETUNE),
+}
+"""What ``--set`` cannot change when a run is resumed: what the run is (its seed, data, schedule and
+model) and what its checkpoints' shapes and meaning depend on (EMA, critic, baseline, sampler)."""
 
 
 def _finite(value: Any) -> Any:
@@ -53,15 +73,51 @@ class Run:
 
     @classmethod
     def create(cls, run_dir: str | Path | None, config: Config, kind: str, source: str | None = None) -> "Run":
-        """A new run in ``run_dir`` (default ``runs/<kind>-<time>``), never over an existing run."""
+        """A new run in ``run_dir`` (default ``runs/<kind>-<time>``), never over an existing run.
+
+        A directory whose run never got past its start (no checkpoint, metrics or summary: the
+        start failed) is not a run yet, and is reused."""
         path = Path(run_dir) if run_dir else Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
         if path.exists() and not path.is_dir():
             raise FewstepError(f"run directory {path} is a file")
-        if (path / RECORD).exists() and is_main_process():  # torchrun ranks > 0 share rank 0's run
-            raise FewstepError(
-                f"run directory {path} already holds a run; pass --resume to continue it or choose another --run-dir"
-            )
+        if is_main_process():  # torchrun ranks > 0 share rank 0's run
+            if cls.has_work(path):
+                raise FewstepError(
+                    f"run directory {path} already holds a run; pass --resume to continue it "
+                    "or choose another --run-dir"
+                )
+            other = cls.foreign_file(path)
+            if other is not None:
+                raise FewstepError(
+                    f"run directory {path} is not empty and holds no fewstep run (it holds {other}); "
+                    "choose a new or empty directory"
+                )
         return cls(path, config, kind, source)
+
+    @staticmethod
+    def foreign_file(path: str | Path) -> Path | None:
+        """A file in ``path`` that a run's start did not write (None if there is none): a new run
+        never writes over a directory that holds one. Stops at the first it finds."""
+        path = Path(path)
+        if not path.is_dir():
+            return None
+        own = {path / KIND, path / RECORD}
+        for folder, _, names in os.walk(path):
+            for name in names:
+                file = Path(folder) / name
+                if file not in own and not is_temporary(file):
+                    return file.relative_to(path)
+        return None
+
+    @staticmethod
+    def has_work(path: str | Path) -> bool:
+        """True when ``path`` holds the results of a run: a checkpoint, metrics or a summary."""
+        path = Path(path)
+        if not path.is_dir():
+            return False
+        if any((path / name).exists() for name in ("metrics.jsonl", "summary.md")):
+            return True
+        return any((path / "checkpoints").glob("*.safetensors")) or any(path.glob("*.json"))
 
     @classmethod
     def resume(cls, path: str | Path, kind: str, overrides: list[str] | tuple[str, ...] = ()) -> "Run":
@@ -72,13 +128,18 @@ class Run:
             raise FewstepError(
                 f"{path} holds a {record.get('kind') or 'unknown'} run; it cannot be resumed with `fewstep {kind}`"
             )
+        missing = missing_keys(Config, record["config"])
+        if missing:
+            raise FewstepError(
+                f"{path / RECORD} is damaged (no {missing[0]}, {len(missing)} keys missing); the run cannot be resumed"
+            )
         try:
             recorded = to_dict(from_dict(Config, record["config"]))
         except FewstepError as exc:
             raise FewstepError(f"{path / RECORD} is damaged: {exc}") from None
         config = load_config(None, overrides, base=record["config"])
-        fixed = ("data", "schedule", "model")  # what a resumed run cannot change
-        check_matches({"config": recorded}, {s: to_dict(getattr(config, s)) for s in fixed}, str(path), kind="run")
+        fixed = FIXED_ON_RESUME.get(kind, FIXED_ON_RESUME["pretrain"])
+        check_matches({"config": recorded}, {key: lookup(to_dict(config), key) for key in fixed}, str(path), "run")
         return cls(path, config, kind, record.get("source"))
 
     @staticmethod
@@ -91,8 +152,12 @@ class Run:
                 raise FewstepError(f"{path} is not a fewstep run directory (no {name})")
             try:
                 data = yaml.safe_load(file.read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                raise FewstepError(f"{file} is damaged (not valid YAML); the run cannot be resumed") from None
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise FewstepError(f"{file} is damaged (not valid YAML{where}); the run cannot be resumed") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise FewstepError(f"{file} cannot be read ({exc}); the run cannot be resumed") from None
             if not isinstance(data, dict) or not data:
                 raise FewstepError(f"{file} is damaged (no {what}); the run cannot be resumed")
             record.update(data if name == KIND else {"config": data})
@@ -107,16 +172,28 @@ class Run:
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.path / KIND, yaml.safe_dump({"kind": self.kind, "source": self.source}))
             write_text_atomic(self.path / RECORD, yaml.safe_dump(to_dict(self.config), sort_keys=False))
-            remove_stale_temporaries(self.path / "checkpoints")
-            remove_stale_temporaries(self.path)
+            for folder in (self.path, self.path / "checkpoints", self.path / "figures"):
+                remove_stale_temporaries(folder)
+            self._repair_metrics()
         return self
 
+    def _repair_metrics(self) -> None:
+        """Drop a half-written last line of metrics.jsonl (an interrupted write), so that the next
+        record starts on a line of its own."""
+        file = self.path / "metrics.jsonl"
+        if file.is_file() and file.stat().st_size and not file.read_bytes().endswith(b"\n"):
+            write_text_atomic(file, "".join(json.dumps(r) + "\n" for r in self.metrics()))
+
     def finished(self, stage: str, steps: int) -> bool:
-        """True when the stage's checkpoint records all ``steps`` done (a resumed run has nothing left to do)."""
+        """True when the stage's checkpoint records all ``steps`` done and the summary, written last,
+        exists: a resumed run has nothing left to do. (A run killed after its last checkpoint but
+        before its summary is not finished: resuming it writes the report.)"""
         from .checkpoint import load_checkpoint
 
         path = self.checkpoint(stage)
-        return path.is_file() and int(load_checkpoint(path)[1].get("step", -1)) >= steps
+        if not path.is_file() or not (self.path / "summary.md").is_file():
+            return False
+        return int(load_checkpoint(path)[1].get("step", -1)) >= steps
 
     def checkpoint(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.safetensors"
@@ -167,6 +244,12 @@ class Run:
         """Drop ``stage`` records past ``after_step`` (they are redone after a resume), atomically."""
         keep = [r for r in self.metrics() if not (r.get("stage") == stage and (r.get("step") or 0) > after_step)]
         write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
+
+    def drop_metrics(self, stage: str) -> None:
+        """Drop every ``stage`` record (a report that an interruption cut short is written again), atomically."""
+        if any(r.get("stage") == stage for r in self.metrics()):
+            keep = [r for r in self.metrics() if r.get("stage") != stage]
+            write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_summary(self, text: str) -> None:
         write_text_atomic(self.path / "summary.md", text)

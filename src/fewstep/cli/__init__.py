@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from .common import Commands
 from .schedule import schedule_group
 from .train import finetune, pretrain, quickstart
 from .use import evaluate, sample, show_config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fewstep")
 def main():
     """fewstep: make pretrained diffusion models sample well in few steps.

@@ -7,14 +7,17 @@ import click
 from .common import checkpoint_option, config_options, friendly
 
 
-def _open(checkpoint: str, run_dir: str | None, config_path, overrides, kind: str):
-    """The model, and a new run whose config is the model's with --config/--set applied."""
+def _open(checkpoint: str, run_dir: str | None, config_path, overrides, kind: str, keep_schedule: bool = False):
+    """The model, the data and a new run whose config is the model's with --config/--set applied;
+    everything is checked before the run directory is written."""
+    from .. import preflight
     from ..api import finetune_config, load, open_run
 
     model = load(checkpoint)
     config = finetune_config(model, "toy", config_path, overrides)
     run = open_run(kind, config, run_dir, False, source=str(checkpoint))
-    return model, run.start()
+    data = preflight.schedule(run, model, keep_schedule)
+    return model, data, run.start()
 
 
 def _options(fn):
@@ -51,8 +54,8 @@ def optimise(checkpoint, run_dir, config_path, overrides, quiet):
     """Phase 1: optimise the K-step schedule (K = schedule_opt.steps); writes checkpoints/schedule.safetensors."""
     from ..schedule_opt.jobs import optimise_job
 
-    model, run = _open(checkpoint, run_dir, config_path, overrides, "schedule")
-    optimise_job(run, model, progress=not quiet)
+    model, data, run = _open(checkpoint, run_dir, config_path, overrides, "schedule")
+    optimise_job(run, model, progress=not quiet, data=data)
     click.echo((run.path / "summary.md").read_text().strip())
     click.echo(f"checkpoint: {run.checkpoint('schedule')}")
 
@@ -69,7 +72,7 @@ def finetune(checkpoint, run_dir, config_path, overrides, quiet, keep_schedule):
     """Phase 1 + 2 for schedule_opt.rounds rounds; writes checkpoints/schedule_finetune.safetensors."""
     from ..schedule_opt.jobs import finetune_job
 
-    model, run = _open(checkpoint, run_dir, config_path, overrides, "schedule-finetune")
-    finetune_job(run, model, keep_schedule, progress=not quiet)
+    model, data, run = _open(checkpoint, run_dir, config_path, overrides, "schedule-finetune", keep_schedule)
+    finetune_job(run, model, keep_schedule, progress=not quiet, data=data)
     click.echo((run.path / "summary.md").read_text().strip())
     click.echo(f"checkpoint: {run.checkpoint('schedule_finetune')}")

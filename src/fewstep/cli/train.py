@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import click
@@ -71,18 +72,19 @@ def finetune(checkpoint, preset, config_path, overrides, run_dir, resume, quiet)
 
     SFT-PG (B): the defaults. SFT-PG (GP): --set finetune.critic_reg=gp. SFT (GP), pathwise:
     --set finetune.estimator=pathwise --set finetune.critic_reg=gp. Plain policy gradient:
-    --set finetune.estimator=pg. The sampler to tune is the checkpoint's recorded one, else the
-    sampler section's; it is made ready for policy gradient (noise at every step) if needed.
+    --set finetune.estimator=pg. The sampler to tune is the checkpoint's recorded one (unless --set
+    sampler.* describes another), else the sampler section's; it is made ready for policy gradient
+    (noise at every step) if needed.
     """
     from ..api import finetune as run_finetune, finetune_config, load, open_run
     from ..errors import FewstepError
 
     if resume:
         run = open_run("finetune", None, run_dir, True, overrides)
+        if checkpoint is not None and os.path.realpath(checkpoint) != os.path.realpath(run.source or ""):
+            raise FewstepError(f"--checkpoint {checkpoint} is not the model this run started from ({run.source})")
         if _already_done(run, "finetune", run.config.finetune.iterations):
             return
-        if checkpoint is not None and checkpoint != run.source:
-            raise FewstepError(f"--checkpoint {checkpoint} is not the model this run started from ({run.source})")
         model = load(run.source)
     else:
         if checkpoint is None:

@@ -24,25 +24,6 @@ def _open(checkpoint: str, config_path, overrides):
     return model, config
 
 
-def _check_memory(n: int, shape) -> None:
-    """Refuse a sample count whose output alone cannot fit in memory, with the estimate."""
-    import math
-    import os
-
-    from ..errors import FewstepError
-
-    need = n * math.prod(shape) * 4
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > 0.8 * total:
-        raise FewstepError(
-            f"{n} samples of shape {tuple(shape)} need {need / 2**30:.1f} GiB, more than this "
-            f"machine's {total / 2**30:.1f} GiB of memory; draw fewer (-n) or in several runs"
-        )
-
-
 @click.command()
 @checkpoint_option()
 @click.option(
@@ -87,16 +68,26 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
     """Draw samples with the sampler recorded in the model, or the one --set sampler.* describes."""
     import numpy as np
 
-    from ..api import sample as draw, sampler_table
-    from ..data import DataSource
+    from ..api import sample as draw
+    from ..errors import FewstepError
+    from ..files import write_atomic
+    from ..preflight import FIGURE_SUFFIXES, sampling
 
-    out = check_output(out, "--out", suffix=".npy")
-    figure = check_output(figure, "--figure") if figure else None
+    inputs = (checkpoint, config_path)
+    out = check_output(out, "--out", suffix=".npy", inputs=inputs)
+    if figure:
+        figure = check_output(figure, "--figure", inputs=(*inputs, out), suffixes=FIGURE_SUFFIXES)
     model, config = _open(checkpoint, config_path, overrides)
-    _check_memory(num_samples, model.shape)
-    table = sampler_table(model, config)
-    x = draw(model, num_samples, seed, table, batch_size, config.device, progress=not quiet)
-    np.save(out, x.numpy())
+    if figure and len(model.shape) != 3 and model.shape != (2,):
+        raise FewstepError(f"--figure draws 2-D points or images; this model's samples have shape {model.shape}")
+    table, data = sampling(model, config, num_samples, seed, batch_size, need_data=bool(figure) and model.shape == (2,))
+    x = draw(model, num_samples, seed, table, batch_size, progress=not quiet, config=config)
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, x.numpy())
+
+    write_atomic(out, save)
     noun = "sample" if num_samples == 1 else "samples"
     click.echo(f"wrote {num_samples} {noun} ({table.K}-step {table.name} sampler) to {out}")
     if figure:
@@ -104,12 +95,9 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
 
         if len(model.shape) == 3:
             grid_figure([(f"{table.K}-step {table.name}, seed {seed}", x[:64])], {}, figure)
-        elif model.shape == (2,):
-            reference, _ = DataSource(config.data).floor_pair(min(num_samples, 10_000), config.evaluate.seed)
-            scatter([(f"{table.K}-step {table.name} samples", x)], reference, figure)
         else:
-            click.echo("note: no figure for data that is neither 2-D points nor images")
-            return
+            reference, _ = data.floor_pair(min(num_samples, 10_000), config.evaluate.seed)
+            scatter([(f"{table.K}-step {table.name} samples", x)], reference, figure)
         click.echo(f"figure: {figure}")
 
 
@@ -130,29 +118,35 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
 def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
     """Sample quality against held-out data, beside the noise floor: W2, sliced W2 and precision/recall
     for points, FID, KID and precision/recall for images."""
-    from ..api import evaluate as score, sampler_table
+    from ..api import evaluate as score
     from ..config import load_config
     from ..errors import FewstepError
     from ..evaluation import format_scores
+    from ..files import write_text_atomic
 
     if (checkpoint is None) == (samples is None):
         raise FewstepError("give exactly one of --checkpoint and --samples")
-    out = check_output(out, "--out") if out else None
+    out = check_output(out, "--out", inputs=(checkpoint, samples, config_path)) if out else None
     if checkpoint:
         model, config = _open(checkpoint, config_path, overrides)
-        table = sampler_table(model, config)
-        click.echo(f"evaluating the {table.K}-step {table.name} sampler of {checkpoint} on {config.data.name}")
-        result = score(model, config=config, table=table, progress=not quiet)
+        click.echo(f"evaluating {checkpoint} on {config.data.name}")
+        result = score(model, config=config, progress=not quiet)
     else:
         config = load_config(config_path, overrides)
         x = _load_samples(samples)
-        click.echo(f"evaluating {len(x)} samples from {samples} on {config.data.name}")
+        chosen = config_path is not None or any(o.strip().startswith("data.") for o in overrides)
+        default = "" if chosen else " (the default data set: choose another with --set data.name=...)"
+        click.echo(f"evaluating {len(x)} samples from {samples} on {config.data.name}{default}")
         result = score(samples=x, config=config, progress=not quiet)
     spread = f", mean +- sd over {result['repeats']} draws" if result["repeats"] > 1 else ""
-    click.echo(f"data: {result['data']}; {result['n']} samples against {result['n']} held-out examples{spread}")
+    sampler = f"sampler: {result['sampler']}; " if result.get("sampler") else ""
+    click.echo(
+        f"{sampler}data: {result['data']}; {result['n']} samples against {result['n']} held-out examples{spread}"
+    )
     click.echo(format_scores(result))
     if out:
-        out.write_text(json.dumps(result, indent=2))
+        write_text_atomic(out, json.dumps(result, indent=2))
+        click.echo(f"scores: {out}")
 
 
 def _load_samples(path: str):

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ..errors import FewstepError
+from ..progress import note
 from .points import sliced_w2, w2
 from .prdc import prdc
 
@@ -71,8 +72,14 @@ class Evaluator:
             from .images import image_metrics
 
             return image_metrics(fake, real, self.features(), cfg.neighbours, cfg.seed)
+        exact = len(fake) <= cfg.exact_w2_max
+        note(
+            f"exact W2 on {len(fake)} points (network simplex; about {40 * (len(fake) / 10_000) ** 2:.0f} s "
+            "on one core at this size)",
+            self.progress and exact and len(fake) >= 5000,
+        )
         out = {
-            "w2": w2(fake, real, cfg.max_iter) if len(fake) <= cfg.exact_w2_max else float("nan"),
+            "w2": w2(fake, real, cfg.max_iter) if exact else float("nan"),
             "sw2": sliced_w2(fake, real, cfg.sliced_projections, cfg.seed),
         }
         return {**out, **prdc(real, fake, cfg.neighbours)}

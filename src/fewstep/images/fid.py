@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from ..checkpoint import load_checkpoint, load_module, module_tensors, save_checkpoint
 from ..errors import FewstepError
@@ -105,7 +105,7 @@ def train_classifier(
     g = torch.Generator().manual_seed(seed)
     model = DigitClassifier(images.shape[1], int(labels.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in tqdm(range(epochs), desc="FID classifier", disable=not progress, leave=False):
+    for _ in progress_bar(range(epochs), enabled=progress, desc="FID classifier", leave=False):
         perm = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch_size):
             idx = perm[start : start + batch_size]

@@ -10,6 +10,7 @@ the builder in ``KINDS``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -160,12 +161,30 @@ def build_table(cfg: SamplerConfig, schedule: NoiseSchedule, model=None, data: t
     """
     if cfg.kind not in KINDS:
         raise FewstepError(f"unknown sampler kind {cfg.kind!r}; choose one of {', '.join(KINDS)}")
-    return KINDS[cfg.kind](cfg, schedule, model_times(cfg, schedule), model, data)
+    with _naming_the_keys(cfg, schedule):
+        return KINDS[cfg.kind](cfg, schedule, model_times(cfg, schedule), model, data)
+
+
+@contextlib.contextmanager
+def _naming_the_keys(cfg: SamplerConfig, schedule: NoiseSchedule):
+    """A sampler that cannot be built says which settings (config keys) and which schedule it was."""
+    try:
+        yield
+    except FewstepError as exc:
+        if str(exc).startswith("sampler."):
+            raise
+        chosen = f"sampler.kind={cfg.kind}, " + (
+            f"sampler.timesteps={cfg.timesteps}"
+            if cfg.timesteps is not None
+            else f"sampler.steps={cfg.steps}, sampler.spacing={cfg.spacing}"
+        )
+        raise FewstepError(f"{chosen} on a model with T={schedule.T} steps: {exc}") from None
 
 
 def check_sampler(cfg: SamplerConfig, schedule: NoiseSchedule) -> None:
     """Build what can be built before any training, so a bad sampler setting fails up front."""
     if cfg.kind == "analytic_dpm" and cfg.analytic_dpm.gamma is None:
-        model_times(cfg, schedule)
+        with _naming_the_keys(cfg, schedule):
+            model_times(cfg, schedule)
         return
     build_table(cfg, schedule)

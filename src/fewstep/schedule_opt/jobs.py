@@ -19,6 +19,7 @@ from ..data import DataSource
 from ..errors import FewstepError
 from ..evaluation import Evaluator, evaluate_sampler, format_scores
 from ..evaluation.points import sliced_w2
+from ..files import write_text_atomic
 from ..models import save_model
 from ..pretrained import Pretrained
 from ..rollout import sample
@@ -29,6 +30,8 @@ from ..steps import table_to_dict
 from .discretisation import bound_sampler_table
 from .finetune import evaluated_steps, finetune_at_steps
 from .optimise import ScheduleResult, optimise_adam, optimise_dp
+
+TITLES = {"schedule": "schedule optimise", "schedule_finetune": "schedule finetune"}
 
 
 def heldout_metric(config: Config, schedule: NoiseSchedule, model, data: DataSource):
@@ -86,14 +89,14 @@ def _save(
         **extra,
     }
     save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=record)
-    (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(run.path / f"{stage}.json", json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate)
     _, scores = evaluate_sampler(model, table, evaluator, device=config.device)
     baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
     _, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)
     run.log({"stage": stage, "step": 0, "times": times.tolist(), **scores, "ddim_uniform": base_scores["model"]})
     lines = [
-        f"# fewstep schedule: {stage.replace('_', ' ')} (K={len(times) - 1})",
+        f"# fewstep {TITLES[stage]} ({data.name}, T={schedule.T}, K={len(times) - 1})",
         "",
         f"data: {data.describe()}; {scores['n']} samples",
         "",
@@ -106,9 +109,9 @@ def _save(
     return {"optimised": scores, "ddim_uniform": base_scores}
 
 
-def optimise_job(run: Run, pretrained: Pretrained, progress: bool = False) -> dict:
+def optimise_job(run: Run, pretrained: Pretrained, progress: bool = False, data: DataSource | None = None) -> dict:
     """Phase 1; saves ``checkpoints/schedule.safetensors`` (same weights, optimised table)."""
-    data = DataSource(run.config.data)
+    data = data or DataSource(run.config.data)
     started = time.time()
     result = phase1(pretrained.model, run.config, pretrained.schedule, data, progress)
     return _save(
@@ -122,10 +125,16 @@ def optimise_job(run: Run, pretrained: Pretrained, progress: bool = False) -> di
     )
 
 
-def finetune_job(run: Run, pretrained: Pretrained, keep_schedule: bool = False, progress: bool = False) -> dict:
+def finetune_job(
+    run: Run,
+    pretrained: Pretrained,
+    keep_schedule: bool = False,
+    progress: bool = False,
+    data: DataSource | None = None,
+) -> dict:
     """R rounds of Phase 1 then Phase 2 (or Phase 2 only at the checkpoint's schedule with ``keep_schedule``)."""
     config, cfg, schedule = run.config, run.config.schedule_opt, pretrained.schedule
-    data = DataSource(config.data)
+    data = data or DataSource(config.data)
     started = time.time()
     model = pretrained.model
     if keep_schedule:

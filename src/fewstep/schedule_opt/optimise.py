@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from ..errors import FewstepError
 from ..schedules import NoiseSchedule
@@ -104,7 +104,7 @@ def optimise_adam(
     model.requires_grad_(False)
     dtype = next(model.parameters()).dtype
     history, best, best_times, waited = [], float("inf"), param().detach().clone(), 0
-    for step in tqdm(range(steps + 1), desc="schedule (Adam)", disable=not progress, leave=False):
+    for step in progress_bar(range(steps + 1), enabled=progress, desc="schedule (Adam)", leave=False):
         if step % eval_every == 0 or step == steps:
             times = param().detach().clone()
             score = metric(times) if metric is not None else float("nan")

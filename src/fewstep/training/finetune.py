@@ -25,7 +25,7 @@ from ..errors import FewstepError
 from ..models import adam, build_baseline, build_critic, set_threads
 from ..pretrained import Pretrained
 from ..runs import Run
-from ..samplers import build_table, for_policy_gradient
+from ..samplers import for_policy_gradient
 from ..steps import StepTable, table_from_dict, table_to_dict
 from .loop import Part, Result, Stage, train
 from .monitor import sample_health, sample_monitor
@@ -45,10 +45,11 @@ class Finetuned:
 def initial_table(
     config: Config, pretrained: Pretrained, data: DataSource, table: StepTable | None = None
 ) -> StepTable:
-    """The sampler fine-tuning starts from: ``table``, else the checkpoint's recorded one, else
-    ``config.sampler``'s; made ready for policy gradient unless the estimator is pathwise."""
+    """The sampler fine-tuning starts from: ``table``, else the checkpoint's recorded one (unless
+    ``config.sampler`` differs from the model's own), else ``config.sampler``'s; made ready for policy
+    gradient unless the estimator is pathwise."""
     if table is None:
-        table = pretrained.table or build_table(config.sampler, pretrained.schedule, pretrained.model, data.train())
+        table = pretrained.table_for(config.sampler, data.train())
     return table if config.finetune.estimator == "pathwise" else for_policy_gradient(table)
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, load_module, load_optimizer, module_tensors, optimizer_tensors
 from ..distributed import SINGLE, Context, barrier, broadcast_parameters, maximum
 from ..errors import Diverged, FewstepError
 from ..models import EMA, save_model
+from ..progress import bar as progress_bar
 from ..runs import Run
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -196,13 +196,12 @@ def train(
             save(0)
             saved_at = 0
     running: dict[str, list[float]] = {}
-    bar = tqdm(
+    bar = progress_bar(
         range(start, stage.steps),
+        enabled=progress and ctx.is_main,
         desc=stage.name,
-        disable=not (progress and ctx.is_main),
         initial=start,
         total=stage.steps,
-        dynamic_ncols=True,
     )
     try:
         for i in bar:

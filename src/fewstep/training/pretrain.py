@@ -56,6 +56,11 @@ class EpsilonLoss:
         return loss if w is None else loss * w
 
 
+LOSS_LIMIT = 100.0
+"""Pretraining stops when its epsilon loss (1 for the zero predictor, well below 1 once trained)
+averages more than this between two checkpoints."""
+
+
 def weights_are_finite(model: torch.nn.Module) -> str | None:
     """A health check: None when every parameter is finite."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -90,6 +95,8 @@ def pretrain(
     random = torch.Generator().manual_seed(config.seed)
     loss_fn = EpsilonLoss(schedule)
 
+    recent: list[float] = []
+
     def step(i: int) -> dict:
         idx = torch.randint(0, len(train_x), (cfg.batch_size,), generator=random)
         loss = loss_fn(model, train_x[idx.to(ctx.device)], random, ctx).mean()
@@ -97,7 +104,21 @@ def pretrain(
         loss.backward()
         average_gradients(model, ctx)
         optimizer.step()
-        return {"loss": average(loss.item(), ctx)}
+        value = average(loss.item(), ctx)
+        recent.append(value)
+        return {"loss": value}
+
+    def health(sampling: torch.nn.Module) -> str | None:
+        """Finite weights, and a loss that has not run away: predicting eps = 0 scores 1."""
+        problem = weights_are_finite(model) or weights_are_finite(sampling)
+        mean = sum(recent) / len(recent) if recent else 0.0
+        recent.clear()
+        if problem is None and mean > LOSS_LIMIT:
+            problem = (
+                f"the epsilon loss averaged {mean:.4g} since the last checkpoint, over {LOSS_LIMIT:g} times "
+                f"what predicting zero scores; lower pretrain.lr (now {cfg.lr:g})"
+            )
+        return problem
 
     evaluate, watch = None, None
     if cfg.eval_every is not None:
@@ -116,6 +137,6 @@ def pretrain(
         checkpoint_every=cfg.checkpoint_every,
         evaluate=evaluate,
         watch=watch,
-        health=weights_are_finite,
+        health=health,
     )
     return train(run, stage, step, resume, progress, ctx, callback)
