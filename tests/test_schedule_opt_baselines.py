@@ -78,3 +78,35 @@ def test_align_your_steps_schedule():
     result = align_your_steps(random_net(seed=2), schedule, 4, _data(), grid_size=30, n_mc=256)
     assert len(result.times) == 5 and result.times[0] == 999 and result.times[-1] == 0
     assert (result.times.diff() < 0).all()
+
+
+def _klub_gap(sigma_u, sigma, s0):
+    """E||D(x0 + s eps, s) - D(x0 + s_u eps, s_u)||^2 / d for N(mu, s0^2 I) data (same eps), closed form.
+
+    D(x, s) = mu + s0^2 / (s0^2 + s^2) (x - mu) and x0 = mu + s0 z give D - mu = s0^3 c z + s0^2 g eps
+    with c = 1 / (s0^2 + s^2), g = s / (s0^2 + s^2).
+    """
+    c = lambda s: 1 / (s0**2 + s**2)  # noqa: E731
+    g = lambda s: s / (s0**2 + s**2)  # noqa: E731
+    return s0**6 * (c(sigma) - c(sigma_u)) ** 2 + s0**4 * (g(sigma) - g(sigma_u)) ** 2
+
+
+def test_klub_costs_match_the_gaussian_closed_form():
+    """The AYS weight is 1 / sigma^3 (AYS eq. 7-8): with the exact (linear) Gaussian denoiser each interval's
+    KLUB is known in closed form; a sigma^2 (or any other) weight misses it by orders of magnitude."""
+    schedule = make_schedule("linear", 1000)
+    mu, s0 = torch.tensor([0.5, 0.5], dtype=torch.float64), 0.4
+    data = mu + s0 * torch.randn(8192, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = torch.arange(999.0, 299.0, -3.0, dtype=torch.float64)
+    cost = klub_costs(GaussianEps(schedule, mu, s0), schedule, grid, data, n=8192)
+    assert torch.allclose(cost.diagonal(), torch.zeros(len(grid), dtype=torch.float64))
+    ab = schedule.alpha_bar[grid.long()]
+    sigma = ((1 - ab) / ab).sqrt()  # variance-exploding sigma, decreasing along the grid
+    M = len(grid)
+    for u, v in [(0, 60), (0, M - 1), (40, 120), (150, M - 1)]:
+        cells = torch.arange(u + 1, v + 1)
+        riemann = (_klub_gap(sigma[u], sigma[cells], s0) * (sigma[cells - 1] - sigma[cells]) / sigma[cells] ** 3).sum()
+        assert float(cost[u, v]) == pytest.approx(float(riemann), rel=0.05), (u, v)
+        s = torch.logspace(float(sigma[v].log10()), float(sigma[u].log10()), 20_001, dtype=torch.float64)
+        integral = torch.trapezoid(_klub_gap(sigma[u], s, s0) / s**3, s)
+        assert float(cost[u, v]) == pytest.approx(float(integral), rel=0.15), (u, v)  # + quadrature error

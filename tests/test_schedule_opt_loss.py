@@ -171,3 +171,20 @@ def test_alternate_runs_r_rounds_of_both_phases():
     model, result = alternate(start, schedule, data, phase1, rounds=3, steps=3, lr=1e-3, batch_size=32)
     assert len(seen) == 3 and seen[0] is start and seen[1] is not start  # each round sees the last fine-tuned model
     assert result.times[1] == 303.0 and model is not seen[-1]
+
+
+def test_phase2_eps_weights_equal_phase1_x0_weights():
+    """Phase 1 weights the x0-error by w_i; the eps-error is ab / (1 - ab) times smaller, so its weight is
+    w_i (1 - ab_i) / ab_i, normalised to mean 1 (not w_i itself)."""
+    from fewstep.schedule_opt.finetune import eps_loss_weights
+
+    schedule = make_schedule("linear", 1000)
+    times = torch.tensor([999.0, 400.0, 60.0, 0.0])
+    weights = eps_loss_weights(schedule, times)
+    assert torch.allclose(weights, torch.tensor([2.9945, 0.0044825, 0.0010348], dtype=torch.float64), rtol=1e-3)
+    w, _ = loss_weights(schedule, times)
+    ab = schedule.alpha_bar[times[:-1].long()]
+    x0_weights = weights * ab / (1 - ab)  # back on the x0-error: proportional to w
+    assert torch.allclose(x0_weights / x0_weights.sum(), w / w.sum())
+    with pytest.raises(Exception):
+        eps_loss_weights(schedule, torch.tensor([999.0, 400.0, -1.0]))  # clean end: w collapses onto the last step

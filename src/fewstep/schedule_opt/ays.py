@@ -41,11 +41,10 @@ def klub_costs(
         x_t = float(a) * x0 + float(s) * eps
         eps_hat = model(x_t, torch.full((n,), float(t), dtype=dtype))
         denoised.append(((x_t - float(s) * eps_hat) / float(a)).flatten(1).double())
-    D = torch.stack(denoised)  # [M, n, d]
-    M = len(grid)
-    gap = torch.zeros(M, M, dtype=torch.float64)  # g[u, s] = E||D_s - D_u||^2 / d
-    for u in range(M):
-        gap[u] = (D - D[u]).pow(2).mean(2).mean(1)
+    D = torch.stack(denoised).flatten(1)  # [M, n * d]
+    # g[u, s] = E||D_s - D_u||^2 / d from one Gram matrix (float64: no cancellation at these sizes)
+    norms = D.pow(2).sum(1)
+    gap = ((norms[:, None] + norms[None, :] - 2 * D @ D.T) / D.shape[1]).clamp(min=0)
     ds = torch.cat([torch.zeros(1, dtype=torch.float64), sigma[:-1] - sigma[1:]])  # width of the cell ending at s
     density = gap * (ds / sigma**3)[None, :]
     # interval u -> v integrates the cells s = u+1..v: a cumulative sum along s

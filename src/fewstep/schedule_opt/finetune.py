@@ -2,7 +2,7 @@
 
 The epsilon-loss of pretraining (:class:`fewstep.training.pretrain.EpsilonLoss`) restricted to the
 model times the sampler evaluates, t_0..t_{K-1} (rounded to the integer times the loss can noise
-data at), weighted uniformly or by the discretisation-loss weights w_i (normalised to mean 1), with
+data at), weighted uniformly or as Phase 1 weights them (:func:`eps_loss_weights`), with
 a small learning rate and an EMA of the weights, on the one training loop
 (:func:`fewstep.training.loop.train`: resume, checkpoints and data parallelism when given a run).
 ``alternate`` runs R rounds of (Phase 1 on the current model, Phase 2 at the steps it chose).
@@ -19,6 +19,7 @@ from ..distributed import SINGLE, Context, average, average_gradients
 from ..errors import FewstepError
 from ..models import adam
 from ..runs import Run
+from ..samplers.spacings import alpha_bar_at
 from ..schedules import NoiseSchedule
 from ..training.loop import Part, Stage, train
 from ..training.pretrain import EpsilonLoss
@@ -26,6 +27,21 @@ from .discretisation import loss_weights
 from .optimise import ScheduleResult
 
 WEIGHTINGS = ("uniform", "w")
+
+
+def eps_loss_weights(schedule: NoiseSchedule, times: torch.Tensor) -> torch.Tensor:
+    """Weights on the eps-error at t_0..t_{K-1} equivalent to Phase 1's w_i on the x0-error, mean 1.
+
+    Phase 1 weights ||x0_hat - x0||^2 by w_i, and ||x0_hat - x0||^2 = (1 - ab_i) / ab_i ||eps_hat - eps||^2
+    at level ab_i, so the eps-error carries w_i (1 - ab_i) / ab_i. ``times`` end at a level t_K >= 0.
+    """
+    times = torch.as_tensor(times, dtype=torch.float64)
+    if times[-1] < 0:
+        raise FewstepError("Phase 1's weights need a finite end level: the schedule must end at a time >= 0")
+    w, _ = loss_weights(schedule, times)
+    ab = alpha_bar_at(schedule, times[:-1])
+    weights = w * (1 - ab) / ab
+    return weights / weights.mean()
 
 
 def evaluated_steps(times: torch.Tensor, T: int) -> torch.Tensor:
@@ -65,8 +81,7 @@ def finetune_at_steps(
     steps_int = evaluated_steps(times, schedule.T).flip(0)  # aligned with the weights w_0..w_{K-1}
     weights = None
     if weighting == "w":
-        w, _ = loss_weights(schedule, times)
-        weights = (w / w.mean()).float()
+        weights = eps_loss_weights(schedule, times).float()
     loss_fn = EpsilonLoss(schedule, steps_int, weights)
     tuned = copy.deepcopy(model).train().requires_grad_(True)
     dtype = next(tuned.parameters()).dtype
