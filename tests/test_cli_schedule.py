@@ -17,7 +17,13 @@ TINY = [
     "model.hidden=[16, 16]",
     "evaluate.n_samples=200",
 ]
-FAST = ["schedule_opt.steps=3", "schedule_opt.grid_size=15", "schedule_opt.n_mc=128", "schedule_opt.finetune_steps=5"]
+FAST = [
+    "schedule_opt.steps=3",
+    "schedule_opt.grid_size=15",
+    "schedule_opt.n_mc=128",
+    "schedule_opt.finetune_steps=5",
+    "schedule_opt.n_starts=64",
+]
 
 
 def _sets(items):
@@ -46,9 +52,9 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     assert "floor" in out.output
     sched_ckpt = tmp_path / "opt" / "checkpoints" / "schedule.safetensors"
     record = json.loads((tmp_path / "opt" / "schedule.json").read_text())
-    assert (
-        len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99 and record["schedule_times"][-1] == 0
-    )
+    # the default method, the path bound, lands on clean data (time -1) from the first time T-1
+    assert len(record["schedule_times"]) == 4 and record["schedule_times"][0] == 99
+    assert record["schedule_times"][-1] == -1 and "discretisation RMS" in out.output
     assert record["sampler_timesteps"] == sorted(round(t) for t in record["schedule_times"][:-1])
     table = load_pretrained(sched_ckpt).table
     assert table.K == 3 and table.t.tolist() == record["schedule_times"][:-1]
@@ -89,6 +95,31 @@ def test_optimise_then_sample_and_finetune(tmp_path):
     assert both.exit_code == 0, both.output
     meta = load_pretrained(tmp_path / "both" / "checkpoints" / "schedule_finetune.safetensors").meta
     assert meta["rounds"] == 2 and len(meta["schedule_times"]) == 4 and meta["table"]["name"] == "schedule_opt"
+    assert meta["schedule_times"][-1] == -1  # distilled at the path schedule
+
+    # the forward bound (dp) with eps-loss Phase 2, and a second-order solver for the path schedule
+    for name, sets in (
+        ("dp", ["schedule_opt.method=dp", "schedule_opt.phase2=eps", "schedule_opt.weighting=w"]),
+        ("dpm", ["schedule_opt.solver=dpm_solver_pp_2m"]),
+    ):
+        res = runner.invoke(
+            main,
+            [
+                "schedule",
+                "finetune",
+                "--checkpoint",
+                str(ckpt),
+                "--run-dir",
+                str(tmp_path / name),
+                "--quiet",
+                *_sets([*FAST, *sets]),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    meta = load_pretrained(tmp_path / "dp" / "checkpoints" / "schedule_finetune.safetensors").meta
+    assert meta["schedule_times"][-1] == 0
+    meta = load_pretrained(tmp_path / "dpm" / "checkpoints" / "schedule_finetune.safetensors").meta
+    assert meta["table"]["name"] == "dpm_solver_pp_2m" and any(d != 0 for d in meta["table"]["d"])
 
 
 def test_bad_input_is_one_line(tmp_path):
@@ -102,3 +133,5 @@ def test_bad_input_is_one_line(tmp_path):
         main, ["schedule", "finetune", "--checkpoint", ckpt, "--run-dir", str(tmp_path / "f"), "--keep-schedule"]
     )
     assert keep.exit_code == 2 and "--keep-schedule" in keep.output
+    bad = runner.invoke(main, ["schedule", "finetune", "--checkpoint", ckpt, "--set", "schedule_opt.method=dp"])
+    assert bad.exit_code == 2 and "schedule_opt.phase2=distill" in bad.output  # distillation needs a path schedule

@@ -239,33 +239,57 @@ FINETUNE_PRESETS = {
 
 @dataclass
 class ScheduleOptConfig:
-    """Few-step schedule optimisation: the discretisation loss (Phase 1) and fine-tuning at the steps (Phase 2)."""
+    """Few-step schedule optimisation: Phase 1 picks the K model times, Phase 2 tunes the model at them."""
 
     steps: int = opt(4, "number of model evaluations K of the optimised sampler (NFE)", min=1, max=10_000)
     method: str = opt(
-        "dp",
-        "Phase 1 optimiser: dp (exact on a grid of candidate times) or adam (cumulative-softmax "
-        "logits, early-stopped on held-out sliced W2)",
-        choices=("dp", "adam"),
+        "path",
+        "Phase 1: path (the discretisation bound along the sampler's own probability-flow path, exact DP over "
+        "every integer time), gits (DP on the one-step local error, GITS-style), dp (the forward-process bound, "
+        "exact DP on a grid) or adam (the forward-process bound by Adam, early-stopped on held-out sliced W2)",
+        choices=("path", "gits", "dp", "adam"),
     )
-    grid_size: int = opt(
-        200, "candidate times per spacing of the dp grid (union of time- and log-SNR-uniform)", min=3, max=100_000
+    solver: str = opt(
+        "ddim",
+        "the sampler the schedule is for (path and gits): ddim or dpm_solver_pp_2m (second order)",
+        choices=("ddim", "dpm_solver_pp_2m"),
     )
-    n_mc: int = opt(2048, "training points of the Monte-Carlo estimate of the loss on the grid", min=1)
-    init_spacing: str = opt("logsnr", "initial schedule of adam", choices=("uniform", "quadratic", "logsnr", "karras"))
-    adam_steps: int = opt(300, "Adam iterations of the adam optimiser", min=0)
-    adam_lr: float = opt(0.05, "Adam learning rate on the logits", above=0.0)
-    adam_batch: int = opt(512, "training points per Adam iteration", min=1)
-    eval_every: int = opt(25, "Adam iterations between held-out sliced-W2 evaluations (early stopping)", min=1)
-    patience: int = opt(4, "evaluations without improvement before adam stops", min=1)
-    eval_samples: int = opt(2000, "samples and held-out data points of the early-stopping metric", min=2)
+    refine: bool = opt(
+        True, "path and gits: polish the DP schedule by coordinate search on the solver's measured error"
+    )
+    n_starts: int = opt(
+        512, "starts x_T of the fine-step reference path that Phase 1 (and Phase 2 distill) optimise on",
+        min=2, max=1_000_000,
+    )
+    grid_size: int = opt(200, "dp: candidate times per spacing (union of time- and log-SNR-uniform)",
+                         min=3, max=100_000)
+    n_mc: int = opt(2048, "dp: training points of the Monte-Carlo estimate of the loss on the grid", min=1)
+    init_spacing: str = opt("logsnr", "adam: initial schedule", choices=("uniform", "quadratic", "logsnr", "karras"))
+    adam_steps: int = opt(300, "adam: iterations", min=0)
+    adam_lr: float = opt(0.05, "adam: learning rate on the logits", above=0.0)
+    adam_batch: int = opt(512, "adam: training points per iteration", min=1)
+    eval_every: int = opt(25, "adam: iterations between held-out sliced-W2 evaluations (early stopping)", min=1)
+    patience: int = opt(4, "adam: evaluations without improvement before it stops", min=1)
+    eval_samples: int = opt(2000, "adam: samples and held-out data points of the early-stopping metric", min=2)
+    phase2: str = opt(
+        "distill",
+        "Phase 2 objective: distill (the K-step output matches the model's own fine-step solution, the other "
+        "times held in place; needs method path or gits) or eps (the epsilon-loss at the K steps)",
+        choices=("distill", "eps"),
+    )
+    distill_target: str = opt(
+        "output", "distill: output (the K-step output error) or path (the path bound's interval terms)",
+        choices=("output", "path"),
+    )
+    anchor: float = opt(1.0, "distill: weight of the self-distillation that keeps the other times in place", min=0.0)
     finetune_steps: int = opt(1000, "Phase 2 optimiser steps per round", min=0)
-    finetune_lr: float = opt(
-        1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)", above=0.0
-    )
-    finetune_batch: int = opt(256, "Phase 2 training points per step", min=1)
+    finetune_lr: float = opt(1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)",
+                             above=0.0)
+    finetune_batch: int = opt(256, "Phase 2 training points (eps) or starts (distill) per step", min=1)
     weighting: str = opt(
-        "uniform", "Phase 2 weights of the K steps: uniform, or w (the loss weights w_i)", choices=("uniform", "w")
+        "uniform",
+        "eps: weights of the K steps, uniform or w (Phase 1's weights moved onto the eps-error; method dp or adam)",
+        choices=("uniform", "w"),
     )
     rounds: int = opt(1, "rounds R of (Phase 1, Phase 2) in `fewstep schedule finetune`", min=1, max=1000)
 
@@ -367,6 +391,20 @@ def validate(config: Config) -> None:
         raise FewstepError(f"config key data.path is required when data.name is {config.data.name!r}")
     if config.schedule.kind != "diffusers":  # a diffusers schedule is checked once its model is loaded
         check_sampler(config.sampler, make_schedule(config.schedule.kind, config.schedule.T))
+    so = config.schedule_opt
+    path_methods = ("path", "gits")
+    if so.phase2 == "distill" and so.method not in path_methods:
+        raise FewstepError(
+            "schedule_opt.phase2=distill compares with the model's fine-step path: it needs schedule_opt.method "
+            f"path or gits, not {so.method} (or set schedule_opt.phase2=eps)"
+        )
+    if so.solver != "ddim" and so.method not in path_methods:
+        raise FewstepError(f"schedule_opt.solver={so.solver} needs schedule_opt.method path or gits")
+    if so.weighting == "w" and so.method in path_methods:
+        raise FewstepError(
+            "schedule_opt.weighting=w moves the forward bound's weights onto the eps-loss: it needs "
+            "schedule_opt.method dp or adam"
+        )
     if not re.fullmatch(r"cpu|cuda(:\d+)?", config.device):
         raise FewstepError(f"config key device is {shown(config.device)}; choose cpu, cuda or cuda:N")
 

@@ -17,7 +17,8 @@ Drift at every other time is held back by self-distillation on the teacher's pat
 times mean ||eps_theta(X_j, tau_j) - eps_pretrained(X_j, tau_j)||^2 / d over random fine times
 tau_j), so the model still serves other samplers and schedules (:func:`anchor_drift` measures it).
 The starts of the teacher path are the training set: evaluate on independent starts. Returns the
-exponential moving average of the weights (``ema_decay``; 0 returns the raw weights).
+exponential moving average of the weights (``ema_decay``; 0 returns the raw weights). The stage
+runs on the one training loop, so it checkpoints and resumes like every other stage.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import copy
 import torch
 
 from ..errors import FewstepError
+from ..models import adam
+from ..runs import Run
 from ..samplers.spacings import alpha_bar_at
 from ..schedules import NoiseSchedule
+from ..training.loop import Part, Stage, train
 from .path_bound import flow_jacobians
 from .reference import FineReference
 
@@ -58,8 +62,16 @@ def finetune_on_path(
     anchor: float = 1.0,
     seed: int = 0,
     ema_decay: float = 0.995,
+    run: Run | None = None,
+    config=None,
+    resume: bool = False,
+    progress: bool = False,
 ) -> torch.nn.Module:
-    """A copy of ``model`` distilled at the K evaluated times of ``times`` (decreasing, ending at -1)."""
+    """A copy of ``model`` distilled at the K evaluated times of ``times`` (decreasing, ending at -1).
+
+    Runs on the one training loop (:func:`fewstep.training.loop.train`): with a ``run`` (and its
+    ``config``) the stage checkpoints and resumes.
+    """
     if target not in TARGETS:
         raise FewstepError(f"unknown Phase 2 target {target!r}; choose one of {', '.join(TARGETS)}")
     times = torch.as_tensor(times, dtype=torch.float64)
@@ -72,36 +84,48 @@ def finetune_on_path(
     if target == "path":
         jac, scale = flow_jacobians(model, schedule, reference, nodes[1:])
     tuned = copy.deepcopy(model).train().requires_grad_(True)
-    ema = copy.deepcopy(tuned).eval().requires_grad_(False)
-    opt = torch.optim.Adam(tuned.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    optimizer = adam(tuned.parameters(), lr)
+    random = torch.Generator().manual_seed(seed)
     chosen = set(nodes.tolist())
     others = torch.tensor([j for j in range(len(reference.times) - 1) if j not in chosen])
 
-    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+    def one_step(x: torch.Tensor, i: int) -> torch.Tensor:
         eps = _eps(tuned, x, times[i].expand(len(x)))
         return alpha[i + 1] * (x - sigma[i] * eps) / alpha[i] + sigma[i + 1] * eps
 
-    for _ in range(steps):
-        rows = torch.randint(0, n, (batch_size,), generator=gen)
+    def step(_: int) -> dict:
+        rows = torch.randint(0, n, (batch_size,), generator=random)
         if target == "output":
             x = reference.states[0, rows]
             for i in range(K):
-                x = step(x, i)
+                x = one_step(x, i)
             loss = (x - reference.output[rows]).pow(2).flatten(1).mean(1).mean()
         else:
             loss = 0.0
             for i in range(K):
-                delta = (step(reference.states[nodes[i], rows], i) - reference.states[nodes[i + 1], rows]).flatten(1)
-                projected = torch.einsum("nmd,nd->nm", jac[i, rows], delta)
-                loss = loss + scale * projected.pow(2).sum(1).mean() / delta.shape[1]
-        if anchor > 0:
-            fine = others[torch.randint(0, len(others), (batch_size,), generator=gen)]
-            loss = loss + anchor * anchor_drift(tuned, reference, rows, fine)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), tuned.parameters()):
-                p_ema.lerp_(p, 1.0 - ema_decay)
-    return (ema if ema_decay > 0 else tuned).eval().requires_grad_(False)
+                delta = one_step(reference.states[nodes[i], rows], i) - reference.states[nodes[i + 1], rows]
+                projected = torch.einsum("nmd,nd->nm", jac[i, rows], delta.flatten(1))
+                loss = loss + scale * projected.pow(2).sum(1).mean() / delta.flatten(1).shape[1]
+        drift = anchor_drift(
+            tuned, reference, rows, others[torch.randint(0, len(others), (batch_size,), generator=random)]
+        )
+        total = loss + anchor * drift if anchor > 0 else loss
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return {"loss": float(loss), "drift": float(drift)}
+
+    stage = Stage(
+        "phase2",
+        {"model": Part(tuned, optimizer)},
+        "model",
+        steps,
+        config,
+        tuple(reference.x_T.shape[1:]),
+        random,
+        ema_decay=ema_decay,
+        log_every=max(1, steps // 20),
+        checkpoint_every=max(1, steps),
+        meta={"schedule_times": times.tolist(), "phase2": target},
+    )
+    return train(run, stage, step, resume, progress).model.requires_grad_(False)

@@ -10,6 +10,8 @@ fine-tuning from this schedule), and scores beside the noise floor.
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 
 import torch
@@ -24,12 +26,16 @@ from ..models import save_model
 from ..pretrained import Pretrained
 from ..rollout import sample
 from ..runs import Run
-from ..samplers import ddim_table, spacing
+from ..samplers import ddim_table, dpm_solver_pp_2m_table, spacing
 from ..schedules import NoiseSchedule
-from ..steps import table_to_dict
+from ..steps import StepTable, table_to_dict
 from .discretisation import bound_sampler_table
+from .distill import finetune_on_path
 from .finetune import evaluated_steps, finetune_at_steps
 from .optimise import ScheduleResult, optimise_adam, optimise_dp
+from .path_bound import optimise_path_dp
+from .reference import FineReference, fine_reference, output_error, table_output
+from .refine import coordinate_refine
 
 TITLES = {"schedule": "schedule optimise", "schedule_finetune": "schedule finetune"}
 
@@ -48,13 +54,64 @@ def heldout_metric(config: Config, schedule: NoiseSchedule, model, data: DataSou
     return metric
 
 
-def phase1(model, config: Config, schedule: NoiseSchedule, data: DataSource, progress: bool = False) -> ScheduleResult:
+def schedule_table(schedule: NoiseSchedule, times: torch.Tensor, solver: str = "ddim") -> StepTable:
+    """The sampler of a schedule t_0 > ... > t_K: DDIM (or DPM-Solver++(2M)) at the model times t_0..t_{K-1},
+    landing on clean data when t_K = -1, else on level t_K rescaled (the forward bound's sampler)."""
+    if solver == "dpm_solver_pp_2m":
+        return dpm_solver_pp_2m_table(schedule, times[:-1].flip(0))
+    return bound_sampler_table(schedule, times)
+
+
+def starts(config: Config, shape, offset: int = 0) -> torch.Tensor:
+    """``schedule_opt.n_starts`` starts x_T of the fine reference (offset 0: optimisation; others: evaluation)."""
+    n = config.schedule_opt.n_starts
+    return torch.randn(
+        (n, *shape), generator=torch.Generator().manual_seed(config.seed + 7919 * offset), dtype=torch.float64
+    )
+
+
+def reference_for(model, config: Config, schedule: NoiseSchedule, shape, offset: int = 0) -> FineReference:
+    """The model's fine-step (1000-step DDIM) path from ``n_starts`` starts, refused up front when too large."""
+    need = 2 * config.schedule_opt.n_starts * (schedule.T + 1) * math.prod(shape) * 8
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.5 * total:
+        raise FewstepError(
+            f"the fine reference path needs {need / 2**30:.1f} GiB for schedule_opt.n_starts="
+            f"{config.schedule_opt.n_starts} starts of {schedule.T + 1} states; lower n_starts"
+        )
+    return fine_reference(model, schedule, starts(config, shape, offset))
+
+
+def solver_error(model, schedule: NoiseSchedule, solver: str, reference: FineReference):
+    """The measured discretisation error of a schedule: its solver's output against the fine path's end."""
+
+    def error(times: torch.Tensor) -> float:
+        return output_error(table_output(model, schedule_table(schedule, times, solver), reference.x_T), reference)
+
+    return error
+
+
+def phase1(
+    model,
+    config: Config,
+    schedule: NoiseSchedule,
+    data: DataSource,
+    progress: bool = False,
+    reference: FineReference | None = None,
+) -> ScheduleResult:
     """Optimise the K-step schedule of ``model`` with the configured method."""
     cfg = config.schedule_opt
     if cfg.steps > schedule.T - 1:
         raise FewstepError(
             f"schedule_opt.steps={cfg.steps} needs a model with more than {cfg.steps} steps (T={schedule.T})"
         )
+    if cfg.method in ("path", "gits"):
+        reference = reference or reference_for(model, config, schedule, data.shape)
+        propagate = "flow" if cfg.method == "path" else "none"
+        result = optimise_path_dp(model, schedule, cfg.steps, reference, propagate=propagate)
+        if cfg.refine:
+            result = coordinate_refine(solver_error(model, schedule, cfg.solver, reference), result.times)
+        return result
     if cfg.method == "dp":
         return optimise_dp(
             model, schedule, cfg.steps, data.train(), grid_size=cfg.grid_size, n_mc=cfg.n_mc, seed=config.seed
@@ -77,11 +134,53 @@ def phase1(model, config: Config, schedule: NoiseSchedule, data: DataSource, pro
     )
 
 
+def phase2(
+    model,
+    config: Config,
+    schedule: NoiseSchedule,
+    times: torch.Tensor,
+    data: DataSource,
+    round_: int,
+    reference: FineReference | None,
+    progress: bool = False,
+):
+    """Tune the model at the schedule's steps with the configured objective (a copy; on the training loop)."""
+    cfg = config.schedule_opt
+    if cfg.phase2 == "distill":
+        reference = reference or reference_for(model, config, schedule, data.shape)
+        return finetune_on_path(
+            model,
+            schedule,
+            times,
+            reference,
+            cfg.distill_target,
+            cfg.finetune_steps,
+            cfg.finetune_lr,
+            cfg.finetune_batch,
+            cfg.anchor,
+            config.seed + round_,
+            progress=progress,
+        )
+    return finetune_at_steps(
+        model,
+        schedule,
+        times,
+        data.train(),
+        cfg.weighting,
+        cfg.finetune_steps,
+        cfg.finetune_lr,
+        cfg.finetune_batch,
+        config.seed + round_,
+        progress,
+    )
+
+
 def _save(
     run: Run, stage: str, pretrained: Pretrained, model, times: torch.Tensor, data: DataSource, extra: dict
 ) -> dict:
+    """Save the model with its schedule's table, and score it beside the log-SNR heuristic of its solver."""
     config, schedule = run.config, pretrained.schedule
-    table = bound_sampler_table(schedule, times)
+    table = schedule_table(schedule, times, config.schedule_opt.solver)
     record = {
         "schedule_times": times.tolist(),
         "table": table_to_dict(table),
@@ -91,22 +190,38 @@ def _save(
     save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=record)
     write_text_atomic(run.path / f"{stage}.json", json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate)
-    _, scores = evaluate_sampler(model, table, evaluator, device=config.device)
-    baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
-    _, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)
-    run.log({"stage": stage, "step": 0, "times": times.tolist(), **scores, "ddim_uniform": base_scores["model"]})
+    K = len(times) - 1
+    heuristic = (
+        ddim_table(schedule, spacing("logsnr", schedule, K))
+        if config.schedule_opt.solver == "ddim"
+        else dpm_solver_pp_2m_table(schedule, spacing("logsnr", schedule, K))
+    )
+    # the measured discretisation error on starts that optimisation never saw (offset 1)
+    reference = reference_for(model, config, schedule, pretrained.shape, offset=1)
+    rows = {}
+    for name, used in (("optimised", table), (f"{heuristic.name}, log-SNR steps", heuristic)):
+        _, scores = evaluate_sampler(model, used, evaluator, device=config.device)
+        rmse = output_error(table_output(model, used, reference.x_T), reference) ** 0.5
+        rows[name] = {**scores, "discretisation_rmse": rmse}
+    logged = {
+        k: {"model": v["model"], "floor": v["floor"], "discretisation_rmse": v["discretisation_rmse"]}
+        for k, v in rows.items()
+    }
+    run.log({"stage": stage, "step": 0, "times": times.tolist(), **logged})
+    cfg = config.schedule_opt
     lines = [
-        f"# fewstep {TITLES[stage]} ({data.name}, T={schedule.T}, K={len(times) - 1})",
+        f"# fewstep {TITLES[stage]} ({data.name}, T={schedule.T}, K={K}, {cfg.method}, {cfg.solver})",
         "",
-        f"data: {data.describe()}; {scores['n']} samples",
+        f"data: {data.describe()}; {evaluator.size(config.evaluate.n_samples)} samples; discretisation error: "
+        f"RMS distance to the model's {schedule.T}-step path from {cfg.n_starts} new starts",
         "",
         f"times: {[round(float(t), 2) for t in times]}",
-        f"optimised schedule: {format_scores(scores)}",
-        f"DDIM, uniform steps: {format_scores(base_scores)}",
         "",
     ]
-    run.write_summary("\n".join(lines))
-    return {"optimised": scores, "ddim_uniform": base_scores}
+    for name, v in rows.items():
+        lines.append(f"{name}: discretisation RMS {v['discretisation_rmse']:.4g}; {format_scores(v)}")
+    run.write_summary("\n".join(lines) + "\n")
+    return rows
 
 
 def optimise_job(run: Run, pretrained: Pretrained, progress: bool = False, data: DataSource | None = None) -> dict:
@@ -141,23 +256,16 @@ def finetune_job(
         if not pretrained.meta.get("schedule_times"):
             raise FewstepError("--keep-schedule needs a checkpoint written by `fewstep schedule optimise`")
         times = torch.tensor(pretrained.meta["schedule_times"], dtype=torch.float64)
-    for r in range(cfg.rounds):
-        if not keep_schedule:
-            times = phase1(model, config, schedule, data, progress).times
-        model = finetune_at_steps(
-            model,
-            schedule,
-            times,
-            data.train(),
-            cfg.weighting,
-            cfg.finetune_steps,
-            cfg.finetune_lr,
-            cfg.finetune_batch,
-            config.seed + r,
-            progress,
+    for r in range(1 if keep_schedule else cfg.rounds):
+        # the reference is the model's own path: the model Phase 2 starts from in this round
+        reference = (
+            reference_for(model, config, schedule, data.shape)
+            if (cfg.method in ("path", "gits") or cfg.phase2 == "distill")
+            else None
         )
-        if keep_schedule:
-            break
+        if not keep_schedule:
+            times = phase1(model, config, schedule, data, progress, reference).times
+        model = phase2(model, config, schedule, times, data, r, reference, progress)
     return _save(
         run,
         "schedule_finetune",

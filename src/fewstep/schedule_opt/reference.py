@@ -35,6 +35,7 @@ from ..errors import FewstepError
 from ..rollout import rollout
 from ..samplers.spacings import alpha_bar_at
 from ..schedules import NoiseSchedule
+from ..steps import StepTable
 from .discretisation import bound_sampler_table
 
 
@@ -118,17 +119,21 @@ def fine_reference(
 
 
 @torch.no_grad()
+def table_output(model, table: StepTable, x_T: torch.Tensor) -> torch.Tensor:
+    """The output (float64) of a deterministic sampler ``table`` from ``x_T``."""
+    dtype = next(model.parameters()).dtype
+    noise = torch.zeros(table.K + 1, *x_T.shape, dtype=dtype)
+    noise[0] = x_T.to(dtype)
+    return rollout(model, table, noise, states_only=True).x0.to(torch.float64)
+
+
 def ddim_output(model, schedule: NoiseSchedule, times, x_T: torch.Tensor) -> torch.Tensor:
     """The output (data units, float64) of DDIM through decreasing ``times`` t_0 > ... > t_K from ``x_T``.
 
     The model runs at t_0..t_{K-1}; t_K = -1 lands on clean data (as the fixed samplers do), a t_K >= 0
     on that level with the output rescaled by 1 / alpha(t_K) (:func:`.bound_sampler_table`).
     """
-    table = bound_sampler_table(schedule, times)
-    dtype = next(model.parameters()).dtype
-    noise = torch.zeros(table.K + 1, *x_T.shape, dtype=dtype)
-    noise[0] = x_T.to(dtype)
-    return rollout(model, table, noise).x0.to(torch.float64)
+    return table_output(model, bound_sampler_table(schedule, times), x_T)
 
 
 def output_error(output: torch.Tensor, reference: FineReference) -> float:
