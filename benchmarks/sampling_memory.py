@@ -162,8 +162,10 @@ def main():
         )
     )
     print(f"\nsampling {args.steps} DDPM steps of 3x32x32 images (min over {args.repeats} fresh processes)")
-    print("| network | batch | fewstep peak MB | diffusers peak MB | memory ratio | fewstep s | diffusers s "
-          "| time ratio |")
+    print(
+        "| network | batch | fewstep peak MB | diffusers peak MB | memory ratio | fewstep s | diffusers s "
+        "| time ratio |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r["side"].startswith("ratio"):

@@ -36,9 +36,10 @@ from _toy_common import pretrained  # noqa: E402
 
 from fewstep.config import load_config  # noqa: E402
 from fewstep.data import DataSource  # noqa: E402
-from fewstep.metrics import w2  # noqa: E402
+from fewstep.evaluation.points import w2  # noqa: E402
 from fewstep.rollout import rollout, sample  # noqa: E402
-from fewstep.samplers import dpm_solver_2m_table, dpm_solver_pp_2m_sample, spacing  # noqa: E402
+from fewstep.samplers import dpm_solver_2m_table, dpm_solver_pp_2m_table, spacing  # noqa: E402
+from fewstep.schedule_opt.reference import table_output  # noqa: E402
 from fewstep.schedule_opt import align_your_steps, optimise_dp, watson_dp  # noqa: E402
 from fewstep.schedule_opt.path_bound import path_costs, schedule_cost  # noqa: E402
 from fewstep.schedule_opt.dp import min_cost_path  # noqa: E402
@@ -101,9 +102,8 @@ class Outputs:
         logsnr = spacing("logsnr", schedule, K + 1)[1:]
         table = dpm_solver_2m_table(schedule, logsnr)
         self.rows["dpm_solver_2m/logsnr"] = lambda x: self.run_table(table, x)
-        self.rows["dpm_solver++_2m/logsnr"] = lambda x: dpm_solver_pp_2m_sample(
-            model, schedule, logsnr, x.float()
-        ).double()
+        pp_table = dpm_solver_pp_2m_table(schedule, logsnr)
+        self.rows["dpm_solver++_2m/logsnr"] = lambda x: table_output(model, pp_table, x).double()
         timed = [
             ("ays", lambda: align_your_steps(model, schedule, K, data, grid_size=120, n_mc=1024).times),
             (
@@ -135,7 +135,7 @@ class Outputs:
         """DPM-Solver++(2M) on times polished on its own error, from the better of log-SNR and path-dp+refine."""
 
         def run(t, x):
-            return dpm_solver_pp_2m_sample(self.model, self.schedule, t[:-1].flip(0), x.float()).double()
+            return table_output(self.model, dpm_solver_pp_2m_table(self.schedule, t[:-1].flip(0)), x).double()
 
         started = time.time()
         error = lambda t: output_error(run(t, reference.x_T), reference)  # noqa: E731
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     rows, floors, spread_rows = [], {}, []
     for name in args.datasets.split(","):
         config = toy_config(name)
-        model, _ = pretrained(config)
+        model = pretrained(config)[0].model
         model.requires_grad_(False)
         data_source = DataSource(config.data)
         data = data_source.train()
@@ -225,14 +225,14 @@ def main(argv=None) -> int:
         eval_starts = [starts(2000, seed) for seed in range(1, args.batches + 1)]
         refs = [fine_reference(model, schedule, x, cache_dir=args.work) for x in eval_starts]
         all_starts, all_ref = torch.cat(eval_starts), torch.cat([r.output for r in refs])
-        target = data_source.draw(len(all_starts), 7)
+        target = data_source.floor_pair(len(all_starts), 7)[0]
         if not args.no_w2:
             pairs = [
                 cached_w2(
                     args.work,
                     f"{name}-floor-{s}",
-                    data_source.draw(len(all_starts), 100 + 2 * s),
-                    data_source.draw(len(all_starts), 101 + 2 * s),
+                    data_source.floor_pair(len(all_starts), 100 + 2 * s)[0],
+                    data_source.floor_pair(len(all_starts), 101 + 2 * s)[0],
                 )
                 for s in range(3)
             ]
@@ -365,7 +365,12 @@ def w2_spread(args, name, K, methods, rows, data_source, log) -> list[dict]:
             x = starts(10_000, 1000 + s)
             key = f"{name}-{K}-{method}-seed{s}".replace("/", "_").replace(" ", "_")
             values.append(
-                cached_w2(args.work, key, methods.output(method, x, seed=11 + s), data_source.draw(10_000, 7 + 100 * s))
+                cached_w2(
+                    args.work,
+                    key,
+                    methods.output(method, x, seed=11 + s),
+                    data_source.floor_pair(10_000, 7 + 100 * s)[0],
+                )
             )
         out.append({"data": name, "nfe": K, "method": method, "w2": error_over_batches(values)})
         log(f"{name} K={K} W2 spread {method}: {out[-1]['w2']}")

@@ -34,7 +34,7 @@ from _toy_common import pretrained  # noqa: E402
 from toy_path_schedules import starts, toy_config  # noqa: E402
 
 from fewstep.data import DataSource  # noqa: E402
-from fewstep.metrics import w2  # noqa: E402
+from fewstep.evaluation.points import w2  # noqa: E402
 from fewstep.schedule_opt import finetune_at_steps  # noqa: E402
 from fewstep.schedule_opt.distill import anchor_drift, finetune_on_path  # noqa: E402
 from fewstep.schedule_opt.path_bound import optimise_path_dp  # noqa: E402
@@ -69,14 +69,14 @@ def main(argv=None) -> int:
     for data_name in args.datasets.split(","):
         for label, (steps, hidden) in MODELS.items():
             config = toy_config(data_name, steps, hidden)
-            model, _ = pretrained(config)
+            model = pretrained(config)[0].model
             model.requires_grad_(False)
             source = DataSource(config.data)
             data = source.train()
             opt_ref = fine_reference(model, schedule, starts(512, 0), cache_dir=args.work)
             train_ref = fine_reference(model, schedule, starts(4096, 20), cache_dir=args.work)
             eval_ref = fine_reference(model, schedule, starts(2000, 1), cache_dir=args.work)
-            target = source.draw(10_000, 7)
+            target = source.floor_pair(10_000, 7)[0]
             gen = torch.Generator().manual_seed(3)
             drift_rows = torch.randint(0, 2000, (4096,), generator=gen)
             drift_fine = torch.randint(0, 1000, (4096,), generator=gen)
