@@ -46,7 +46,7 @@ from fewstep.schedule_opt.dp import min_cost_path  # noqa: E402
 from fewstep.schedule_opt.reference import ddim_output, error_over_batches, fine_reference, output_error  # noqa: E402
 from fewstep.schedule_opt.refine import coordinate_refine, refine_ddim  # noqa: E402
 from fewstep.schedules import make_schedule  # noqa: E402
-from fewstep.steps import ddpm_table  # noqa: E402
+from fewstep.samplers import ddpm_table  # noqa: E402
 
 NFES = (2, 4, 6, 8, 10)
 DATASETS = ("swiss_roll", "moons")
