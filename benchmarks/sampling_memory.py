@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 NETWORKS = {
-    "small-unet": dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8),
+    "small-unet": dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8),
     "trivial": None,
 }
 

@@ -201,7 +201,7 @@ CHECKPOINTS = [
             "--checkpoint",
             "{ck}",
             *NEW,
-            *sets(["schedule_opt.steps=9", "schedule_opt.grid_size=3"]),
+            *sets(["schedule_opt.method=dp", "schedule_opt.steps=9", "schedule_opt.grid_size=3"]),
         ],
         ["schedule_opt.grid_size"],
     ),

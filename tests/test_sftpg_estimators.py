@@ -15,7 +15,8 @@ from fewstep.config import FinetuneConfig
 from _sampler_models import noise_block
 from fewstep.rollout import rollout
 from fewstep.steps import StepTable
-from fewstep.training.sftpg import Nets, pathwise_objective, policy_gradient_sum
+from fewstep.training.policy import Policy
+from fewstep.training.sftpg import Nets, last_step_pathwise_sum, pathwise_objective, policy_gradient_sum
 
 K = 3
 U, Q = 0.7, 0.4
@@ -111,6 +112,16 @@ def estimates(kind: str, batches: int = 40, n: int = 5000, baseline=None) -> tor
         noise = noise_block(K, n, (1,), 1000 + i)
         if kind == "pathwise":
             loss = pathwise_objective(nets, TABLE, noise)
+        elif kind == "last_pathwise":  # eq. 20 on steps 0..K-2, the reparameterised final step
+            with torch.no_grad():
+                traj = rollout(model, TABLE, noise)
+            x_in, x_out, x0, k = all_steps(traj)
+            z = noise[-1]
+            earlier = k < K - 1
+            loss = (
+                policy_gradient_sum(nets, TABLE, (x_in[earlier], x_out[earlier], x0[earlier], k[earlier]), True)
+                + last_step_pathwise_sum(nets, TABLE, traj.x[-2], z)
+            ) / (K * n)
         else:
             with torch.no_grad():
                 traj = rollout(model, TABLE, noise)
@@ -151,6 +162,25 @@ def test_policy_gradient_with_arbitrary_baseline_eq20_is_unbiased():
     _assert_unbiased(estimates("pg_baseline"), analytic_gradient())
 
 
+def test_policy_gradient_with_a_reparameterised_last_step_is_unbiased():
+    """eq. 20 on the first K - 1 steps plus the pathwise gradient of the final step (finetune.last_step)."""
+    _assert_unbiased(estimates("last_pathwise"), analytic_gradient())
+
+
+def test_learned_last_std_gets_the_analytic_gradient():
+    """E f(x_0) = U m + Q (m^2 + v) with v = ... + sigma_1^2: d/d log sigma_1 = 2 Q sigma_1^2, through the policy."""
+    grads = []
+    for i in range(20):
+        policy = Policy(LinearEps(), TABLE, learn_variance="last")
+        nets = nets_for(policy)
+        noise = noise_block(K, 5000, (1,), 2000 + i)
+        with torch.no_grad():
+            traj = rollout(policy, policy.table, noise)
+        last_step_pathwise_sum(nets, policy.table, traj.x[-2], noise[-1]).div(K * 5000).backward()  # mean f(x_0)
+        grads.append(policy.log_s.grad.clone())
+    _assert_unbiased(torch.stack(grads), torch.tensor([2 * Q * float(TABLE.s[-1]) ** 2]))
+
+
 def test_baseline_lowers_the_variance():
     plain = estimates("pg", batches=40, n=2000)
     with_baseline = estimates("pg_baseline", batches=40, n=2000, baseline=optimal_baseline)
@@ -159,7 +189,21 @@ def test_baseline_lowers_the_variance():
     _assert_unbiased(with_baseline, analytic_gradient())
 
 
-def test_sftpg_defaults_are_the_papers_toy_settings():
-    cfg = FinetuneConfig()
+def test_the_paper_preset_is_the_papers_toy_settings():
+    from fewstep.config import FINETUNE_PRESETS
+
+    cfg = FinetuneConfig(**FINETUNE_PRESETS["paper"])
     assert (cfg.lam, cfg.n_critic, cfg.n_generator, cfg.clip, cfg.batch_size) == (0.1, 5, 1, None, 64)
-    assert (cfg.lr_generator, cfg.lr_critic, cfg.lr_baseline) == (5e-5, 1e-3, 1e-3)
+    assert (cfg.lr_generator, cfg.lr_critic, cfg.lr_baseline, cfg.lr_schedule, cfg.ema_decay) == (
+        5e-5,
+        1e-3,
+        1e-3,
+        "constant",
+        0.0,
+    )
+    assert (cfg.last_step, cfg.learn_variance, cfg.estimator, cfg.critic_reg) == (
+        "pg",
+        "none",
+        "pg_baseline",
+        "baseline",
+    )

@@ -208,7 +208,7 @@ class TinyEps(nn.Module):
         return self.lin(x) * 0.1
 
 
-def _policy_nets(train="network", learn_variance=False):
+def _policy_nets(train="network", learn_variance="none"):
     torch.manual_seed(0)
     table = ddpm_table(make_schedule("sigmoid", K), variance="beta", noise_at_last_step=True)
     policy = Policy(TinyEps(), table, train, learn_variance)
@@ -241,12 +241,17 @@ def test_iteration_takes_exactly_n_generator_steps(n_generator):
 
 
 def test_learned_variance_and_table_training():
-    """learn_variance trains log s only; train=table trains a, b, s and leaves the network untouched."""
-    ours, _, table = _policy_nets(learn_variance=True)
+    """learn_variance trains log s only (of the last step, or all); train=table trains a, b, s and leaves the
+    network untouched."""
     cfg = FinetuneConfig(batch_size=M, n_critic=1)
+    ours, _, table = _policy_nets(learn_variance="last")
     iteration(ours, make_method(cfg), cfg, lambda m: torch.randn(m, 2), (2,), torch.Generator().manual_seed(0), "cpu")
     tuned = ours.generator.frozen()
-    assert not torch.equal(tuned.s, table.s) and torch.equal(tuned.a, table.a)
+    assert tuned.s[-1] != table.s[-1] and torch.equal(tuned.s[:-1], table.s[:-1])
+    ours, _, table = _policy_nets(learn_variance="all")
+    iteration(ours, make_method(cfg), cfg, lambda m: torch.randn(m, 2), (2,), torch.Generator().manual_seed(0), "cpu")
+    tuned = ours.generator.frozen()
+    assert (tuned.s != table.s).all() and torch.equal(tuned.a, table.a)
 
     ours, _, table = _policy_nets(train="table")
     network = copy.deepcopy(ours.generator.network.state_dict())
@@ -265,7 +270,7 @@ def test_log_prob_gradient_in_the_std_is_the_closed_form():
     policy = Policy(
         TinyEps(),
         ddpm_table(make_schedule("sigmoid", K), variance="beta", noise_at_last_step=True),
-        learn_variance=True,
+        learn_variance="all",
     )
     assert table  # the policy's table is a StepTable built from its parameters
     x, y = torch.randn(5, 2), torch.randn(5, 2)

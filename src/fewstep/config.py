@@ -159,7 +159,7 @@ class FinetuneConfig:
         "critic regulariser: baseline (R_B of eq. 23, 'SFT-PG (B)') or gp (gradient penalty, eq. 22)",
         choices=("baseline", "gp"),
     )
-    iterations: int = opt(2_000, "outer iterations of Algorithm 1", min=1, max=100_000_000)
+    iterations: int = opt(3_000, "outer iterations of Algorithm 1", min=1, max=100_000_000)
     batch_size: int = opt(
         64,
         "m: trajectories per critic round, data points per round, buffer steps per generator round",
@@ -173,7 +173,9 @@ class FinetuneConfig:
     clip: float | None = opt(
         None, "gamma: clip the generator's gradient norm (Section 4.2); null = no clipping (images: 0.1)", above=0.0
     )
-    lr_generator: float = opt(5e-5, "Adam learning rate of the generator theta (images: 1e-6)", above=0.0, max=10.0)
+    lr_generator: float = opt(
+        1e-4, "Adam learning rate of the generator theta (paper toys: 5e-5; images: 1e-6)", above=0.0, max=10.0
+    )
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
     lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", above=0.0, max=10.0)
     critic_hidden: list[int] = opt(
@@ -197,31 +199,54 @@ class FinetuneConfig:
         "per-step a, b and s, the network frozen: no backward pass through it)",
         choices=("network", "table"),
     )
-    learn_variance: bool = opt(
-        False, "also train a per-step log-std of the sampler (initialised at the table's std) by the same objective"
+    last_step: str = opt(
+        "pathwise",
+        "gradient of the final step (std sigma_1): pathwise (reparameterised, grad f(mu_theta(x_1) + sigma_1 z) with "
+        "the step's own noise z: no 1/sigma_1 factor on baseline errors) or pg (eq. 20, as the paper)",
+        choices=("pathwise", "pg"),
     )
-    lr_table: float = opt(1e-3, "Adam learning rate of trained table coefficients (train=table, learn_variance)",
-                          above=0.0, max=10.0)
+    learn_variance: str = opt(
+        "last",
+        "trainable log-std of the sampler's steps, initialised at the table's: none (the paper), last (the final "
+        "step's, trained by the pathwise gradient) or all (every step's; the others by the policy gradient)",
+        choices=("none", "last", "all"),
+    )
+    lr_std: float = opt(1e-2, "Adam learning rate of the learned log-stds (follows lr_schedule)", above=0.0, max=10.0)
+    lr_table: float = opt(1e-3, "Adam learning rate of the table's a and b when train=table", above=0.0, max=10.0)
     lr_schedule: str = opt(
-        "constant",
-        "generator learning-rate schedule over the iterations: constant (paper), linear or cosine decay to 0",
+        "linear",
+        "generator learning-rate schedule over the iterations: constant (the paper), linear or cosine decay to 0",
         choices=("constant", "linear", "cosine"),
     )
     ema_decay: float = opt(
-        0.0, "EMA of the generator weights used for sampling (not in the paper; 0 = off)", min=0.0, max=0.999999
+        0.995,
+        "EMA of the generator weights used for sampling (not in the paper; 0 = off): with the decaying learning "
+        "rate it removes the adversarial oscillation of the last iterate",
+        min=0.0,
+        max=0.999999,
     )
     critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", above=0.0)
     log_every: int = opt(50, "iterations between metric lines", min=1)
-    eval_every: int = opt(100, "iterations between evaluations on the held-out data during fine-tuning", min=1)
+    eval_every: int = opt(250, "iterations between evaluations on the held-out data during fine-tuning", min=1)
     divergence_factor: float = opt(
         20.0, "divergence guard: stop when the held-out score grows past this multiple of its first value", above=1.0
     )
     checkpoint_every: int = opt(500, "iterations between checkpoints (for --resume)", min=1)
 
 
+PAPER_TOY = {
+    "iterations": 2000,
+    "lr_generator": 5e-5,
+    "lr_schedule": "constant",
+    "ema_decay": 0.0,
+    "last_step": "pg",
+    "learn_variance": "none",
+}
 FINETUNE_PRESETS = {
     "toy": {},
+    "paper": PAPER_TOY,
     "images": {
+        **PAPER_TOY,
         "lam": 1.0,
         "n_critic": 5,
         "n_generator": 10,
@@ -234,7 +259,9 @@ FINETUNE_PRESETS = {
         "baseline_hidden": [1024, 1024, 256],
     },
 }
-"""Paper settings (Section 6.1, App. F): toy defaults are the dataclass defaults."""
+"""toy: fewstep's defaults (the dataclass defaults: the paper's toy settings with a reparameterised, learned last
+step, a decaying generator learning rate and an EMA); paper: the paper's toy settings (Section 6.1, App. F.1)
+exactly; images: the paper's image settings (App. F.2)."""
 
 
 @dataclass
@@ -258,11 +285,14 @@ class ScheduleOptConfig:
         True, "path and gits: polish the DP schedule by coordinate search on the solver's measured error"
     )
     n_starts: int = opt(
-        512, "starts x_T of the fine-step reference path that Phase 1 (and Phase 2 distill) optimise on",
-        min=2, max=1_000_000,
+        512,
+        "starts x_T of the fine-step reference path that Phase 1 (and Phase 2 distill) optimise on",
+        min=2,
+        max=1_000_000,
     )
-    grid_size: int = opt(200, "dp: candidate times per spacing (union of time- and log-SNR-uniform)",
-                         min=3, max=100_000)
+    grid_size: int = opt(
+        200, "dp: candidate times per spacing (union of time- and log-SNR-uniform)", min=3, max=100_000
+    )
     n_mc: int = opt(2048, "dp: training points of the Monte-Carlo estimate of the loss on the grid", min=1)
     init_spacing: str = opt("logsnr", "adam: initial schedule", choices=("uniform", "quadratic", "logsnr", "karras"))
     adam_steps: int = opt(300, "adam: iterations", min=0)
@@ -278,13 +308,15 @@ class ScheduleOptConfig:
         choices=("distill", "eps"),
     )
     distill_target: str = opt(
-        "output", "distill: output (the K-step output error) or path (the path bound's interval terms)",
+        "output",
+        "distill: output (the K-step output error) or path (the path bound's interval terms)",
         choices=("output", "path"),
     )
     anchor: float = opt(1.0, "distill: weight of the self-distillation that keeps the other times in place", min=0.0)
     finetune_steps: int = opt(1000, "Phase 2 optimiser steps per round", min=0)
-    finetune_lr: float = opt(1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)",
-                             above=0.0)
+    finetune_lr: float = opt(
+        1e-4, "Phase 2 Adam learning rate (small: the model is only adjusted at K steps)", above=0.0
+    )
     finetune_batch: int = opt(256, "Phase 2 training points (eps) or starts (distill) per step", min=1)
     weighting: str = opt(
         "uniform",
@@ -391,22 +423,28 @@ def validate(config: Config) -> None:
         raise FewstepError(f"config key data.path is required when data.name is {config.data.name!r}")
     if config.schedule.kind != "diffusers":  # a diffusers schedule is checked once its model is loaded
         check_sampler(config.sampler, make_schedule(config.schedule.kind, config.schedule.T))
-    so = config.schedule_opt
+    check_schedule_opt(config.schedule_opt, phase2=False)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", config.device):
+        raise FewstepError(f"config key device is {shown(config.device)}; choose cpu, cuda or cuda:N")
+
+
+def check_schedule_opt(so: ScheduleOptConfig, phase2: bool) -> None:
+    """The schedule_opt settings that must agree (``phase2``: also those of `fewstep schedule finetune`)."""
     path_methods = ("path", "gits")
+    if so.solver != "ddim" and so.method not in path_methods:
+        raise FewstepError(f"schedule_opt.solver={so.solver} needs schedule_opt.method path or gits")
+    if not phase2:
+        return
     if so.phase2 == "distill" and so.method not in path_methods:
         raise FewstepError(
             "schedule_opt.phase2=distill compares with the model's fine-step path: it needs schedule_opt.method "
             f"path or gits, not {so.method} (or set schedule_opt.phase2=eps)"
         )
-    if so.solver != "ddim" and so.method not in path_methods:
-        raise FewstepError(f"schedule_opt.solver={so.solver} needs schedule_opt.method path or gits")
     if so.weighting == "w" and so.method in path_methods:
         raise FewstepError(
             "schedule_opt.weighting=w moves the forward bound's weights onto the eps-loss: it needs "
             "schedule_opt.method dp or adam"
         )
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", config.device):
-        raise FewstepError(f"config key device is {shown(config.device)}; choose cpu, cuda or cuda:N")
 
 
 def describe() -> list[str]:

@@ -29,11 +29,19 @@ def swiss_roll(n: int, seed: int) -> np.ndarray:
 
 
 def moons(n: int, seed: int) -> np.ndarray:
-    """scikit-learn's two moons (noise 0.05), divided by 2."""
+    """scikit-learn's two moons (noise 0.05), divided by 2, as an i.i.d. draw.
+
+    ``make_moons(n)`` puts exactly n / 2 points on each moon, so two of its draws agree on the split
+    exactly and their W2 (the noise floor) is lower than any sampler drawing points independently
+    can reach (0.0072 against 0.0136 for i.i.d. draws at 10K points). Here the number on the outer
+    moon is Binomial(n, 1/2), as for an i.i.d. sample of the mixture, and the points are shuffled.
+    """
     from sklearn.datasets import make_moons
 
-    x, _ = make_moons(n, noise=0.05, random_state=seed)
-    return x / 2.0
+    rng = np.random.default_rng(seed)
+    outer = int(rng.binomial(n, 0.5))
+    x, _ = make_moons((outer, n - outer), noise=0.05, random_state=seed)
+    return x[rng.permutation(n)] / 2.0
 
 
 def gaussian(n: int, seed: int) -> np.ndarray:

@@ -429,7 +429,10 @@ def schedule(run: Run, model: Pretrained, keep_schedule: bool = False) -> DataSo
     """Before `fewstep schedule optimise/finetune` on ``model``: returns the data."""
     from .schedule_opt.optimise import candidate_grid
 
+    from .config import check_schedule_opt
+
     config, cfg = run.config, run.config.schedule_opt
+    check_schedule_opt(cfg, phase2=run.kind == "schedule-finetune")
     check_machine(config)
     check_unchanged(model, config)
     check_run_dir(run)

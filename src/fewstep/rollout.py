@@ -192,8 +192,9 @@ class Trajectory:
         return Trajectory(x=self.x[:, rows], mean=mean, std=self.std, log_prob=log_prob)
 
 
-def rollout(model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor, states_only: bool = False
-            ) -> Trajectory:
+def rollout(
+    model: EpsModel, table: StepTable, noise: NoiseSource | torch.Tensor, states_only: bool = False
+) -> Trajectory:
     """Run the chain of ``table`` from x_T = noise(0), using noise(k + 1) at step k.
 
     Returns every step's input, mean, std and log-density, and the final x_0 (``.x0``); with
@@ -246,6 +247,10 @@ def eval_mode(model):
 
 
 def model_dtype(model, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype a model computes in: its ``dtype`` attribute when it has one, else its first parameter's."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
     param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     return param.dtype if param is not None and param.is_floating_point() else default
 

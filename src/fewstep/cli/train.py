@@ -58,11 +58,13 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
 )
 @click.option(
     "--preset",
-    type=click.Choice(["toy", "images"]),
+    type=click.Choice(["toy", "paper", "images"]),
     default="toy",
     show_default=True,
-    help="Paper hyper-parameters: toy (lambda 0.1, n_generator 1, Adam 5e-5/1e-3/1e-3) or images "
-    "(lambda 1, n_generator 10, gamma 0.1, Adam 1e-6/1e-4/1e-4).",
+    help="Settings: toy (fewstep's defaults for vector data: the paper's toy settings plus a reparameterised, learned "
+    "last step, linear lr decay from 1e-4 and an EMA), paper (the paper's toy settings exactly: Adam 5e-5/1e-3/1e-3, "
+    "lambda 0.1, n_generator 1) or images (the paper's image settings: lambda 1, n_generator 10, gamma 0.1, Adam "
+    "1e-6/1e-4/1e-4).",
 )
 @config_options("finetune.iterations=3000")
 @run_options("finetune")

@@ -93,8 +93,10 @@ def finetune(
     network = pretrained.model.to(ctx.device).eval()
     generator = Policy(network, start_table, cfg.train, cfg.learn_variance).to(ctx.device)
     groups = [{"params": list(network.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
-    if generator.trains_table:
-        groups.append({"params": generator.table_parameters(), "lr": cfg.lr_table})
+    if generator.coefficient_parameters():
+        groups.append({"params": generator.coefficient_parameters(), "lr": cfg.lr_table})
+    if generator.std_parameters():
+        groups.append({"params": generator.std_parameters(), "lr": cfg.lr_std})
     critic = build_critic(cfg, shape).to(ctx.device)
     baseline = build_baseline(cfg, shape, config.model.time_dim).to(ctx.device)
     parts = {

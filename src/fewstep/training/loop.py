@@ -177,8 +177,14 @@ def train(
             best = {"step": done, "value": value, "metric": stage.watch, "initial": initial}
             if writes:
                 network, extra_meta = exported()
-                save_model(best_path, network, stage.config, stage.shape, stage.name,
-                           extra_meta={**stage.meta, **extra_meta, "step": done, "best": best})
+                save_model(
+                    best_path,
+                    network,
+                    stage.config,
+                    stage.shape,
+                    stage.name,
+                    extra_meta={**stage.meta, **extra_meta, "step": done, "best": best},
+                )
         return record, None
 
     def agree(problem: str | None, done: int) -> None:
@@ -273,7 +279,7 @@ def _with_model(tensors: dict, module: torch.nn.Module, network: torch.nn.Module
     if inner is None:
         return tensors
     place = f"{prefix}.{inner}." if inner else f"{prefix}."
-    return {**tensors, **{place + k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}}
+    return {**tensors, **{place + k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}}
 
 
 def _load(path, stage: Stage, ema: EMA | None) -> tuple[int, float, dict | None]:
