@@ -114,7 +114,7 @@ def build_workspace(root: Path) -> dict[str, Path]:
     ws["metaflip"].write_bytes(raw.replace(b'\\"seed\\": 0', b'\\"seed\\": 7', 1))
     ws["ck3"] = crafted_checkpoint(root / "points3d.safetensors", (3,), ["data.name=file", "data.path=x3.npy"])
     ws["nan_ck"] = crafted_checkpoint(root / "nan.safetensors", (2,), poison=True)
-    ws["bogus_ck"] = crafted_checkpoint(root / "bogus-key.safetensors", (2,), extra_config={"pretrain": {"bogus": 1}})
+    ws["bogus_ck"] = crafted_checkpoint(root / "bogus-key.safetensors", (2,), extra_config={"model": {"bogus": 1}})
     ws["table_ck"] = crafted_checkpoint(
         root / "bad-table.safetensors", (2,), extra_meta={"table": {"name": "x", "t": "a"}}
     )

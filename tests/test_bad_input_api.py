@@ -45,7 +45,7 @@ CASES = [
     ("load-flipped", lambda ws, m: fewstep.load(ws["flipped"]), ["damaged", "checksum"]),
     ("load-flipped-metadata", lambda ws, m: fewstep.load(ws["metaflip"]), ["damaged", "metadata"]),
     ("load-nan-weights", lambda ws, m: fewstep.load(ws["nan_ck"]), ["non-finite weights"]),
-    ("load-unknown-key", lambda ws, m: fewstep.load(ws["bogus_ck"]), ["bogus-key.safetensors", "pretrain.bogus"]),
+    ("load-unknown-key", lambda ws, m: fewstep.load(ws["bogus_ck"]), ["bogus-key.safetensors", "model.bogus"]),
     (
         "load-with-other-config",
         lambda ws, m: fewstep.load(ws["ck"], tiny(model=ModelConfig(hidden=[8]))),
@@ -175,3 +175,18 @@ def test_a_diverged_model_samples_are_an_error_not_a_result(ws, model):
             p.fill_(float("nan"))
     with pytest.raises(FewstepError, match="NaN or infinite"):
         fewstep.sample(broken, 10)
+
+
+def test_settings_of_another_version_outside_the_model_are_ignored_not_fatal(tmp_path):
+    """A checkpoint whose recorded training or evaluation settings this version does not know still
+    loads (those settings do not define the model); what was ignored is recorded."""
+    from _bad_input import crafted_checkpoint
+
+    path = crafted_checkpoint(
+        tmp_path / "old.safetensors",
+        (2,),
+        extra_config={"pretrain": {"bogus": 1}, "finetune": {"learn_variance": False}},
+    )
+    model = fewstep.load(path)
+    assert sorted(model.meta["ignored_settings"]) == ["finetune.learn_variance", "pretrain.bogus"]
+    assert model.config.finetune.learn_variance == "last"  # the default took its place

@@ -138,7 +138,7 @@ CHECKPOINTS = [
     (
         "checkpoint-unknown-key",
         ["sample", "--checkpoint", "{bogus_ck}", "--out", "{root}/s.npy"],
-        ["{bogus_ck}", "pretrain.bogus"],
+        ["{bogus_ck}", "model.bogus"],
     ),
     (
         "checkpoint-malformed-table",

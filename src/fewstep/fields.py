@@ -119,6 +119,40 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def from_dict_keeping(cls: type, data: dict | None, strict: tuple[str, ...], prefix: str = "") -> tuple[Any, list]:
+    """Like :func:`from_dict`, but in the sections not named in ``strict`` a key that is unknown or
+    invalid (a setting of another fewstep version) is dropped, its default taken; returns the
+    settings and the dropped keys. The ``strict`` sections are read as :func:`from_dict` reads them."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise FewstepError(f"config section {prefix.rstrip('.') or '(top level)'} must be a mapping, got {shown(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values, dropped = {}, []
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name not in fields:
+            dropped.append(key)
+            continue
+        hint = hints[name]
+        try:
+            if dataclasses.is_dataclass(hint):
+                if name in strict:
+                    values[name] = from_dict(hint, value, key + ".")
+                else:
+                    values[name], inner = from_dict_keeping(hint, value, (), key + ".")
+                    dropped += inner
+                continue
+            value = _check_value(value, hint, key)
+            _check_range(key, value, fields[name].metadata)
+            values[name] = value
+        except FewstepError:
+            if name in strict:
+                raise
+            dropped.append(key)
+    return cls(**values), dropped
+
+
 def to_dict(settings: Any) -> dict:
     return dataclasses.asdict(settings)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import check_matches, load_checkpoint, load_module, module_tensors, save_checkpoint
-from .config import Config, FinetuneConfig, ModelConfig, from_dict, to_dict
+from .config import Config, FinetuneConfig, ModelConfig, to_dict
+from .fields import from_dict_keeping
 from .errors import FewstepError
 from .nets import MLP, TimeMLP
 from .schedules import make_schedule
@@ -133,10 +134,12 @@ def load_pretrained(path: str | Path, config: Config | None = None) -> Pretraine
         raise FewstepError(
             f"checkpoint {path} holds no model record (config and data shape); it is damaged or not a model checkpoint"
         )
-    try:
-        saved = from_dict(Config, meta["config"])
+    try:  # what defines the model must read exactly; other recorded settings may be another version's
+        saved, dropped = from_dict_keeping(Config, meta["config"], strict=("data", "schedule", "model"))
     except FewstepError as exc:
         raise FewstepError(f"checkpoint {path} records a config fewstep cannot read: {exc}") from None
+    if dropped:
+        meta = {**meta, "ignored_settings": dropped}
     if config is not None:
         check_matches(meta, {"model": to_dict(config.model), "schedule": to_dict(config.schedule)}, str(path))
     shape = tuple(int(s) for s in meta["shape"])
