@@ -16,9 +16,6 @@ QUICKSTART_DEFAULTS = [
     "schedule.T=10",
     "pretrain.steps=6000",
     "pretrain.batch_size=256",
-    "finetune.iterations=1500",
-    "finetune.batch_size=256",
-    "finetune.eval_every=250",
     "evaluate.n_samples=5000",
 ]
 
