@@ -131,8 +131,9 @@ def check_matches(meta: dict, expected: dict[str, Any], source: str, kind: str =
     checkpoint, or of a run directory with ``kind="run"``); the error names the first differing key."""
     for section, value in expected.items():
         recorded = meta.get("config", {}).get(section)
-        if recorded != value:
-            diffs = [k for k in set(value) | set(recorded or {}) if (recorded or {}).get(k) != value.get(k)]
+        # a key missing from an older record equals its default, None (settings added later default to None)
+        diffs = [k for k in set(value) | set(recorded or {}) if (recorded or {}).get(k) != value.get(k)]
+        if recorded is None or diffs:
             key = sorted(diffs)[0] if diffs else "?"
             raise FewstepError(
                 f"{kind} {source} was made with {section}.{key} = {(recorded or {}).get(key)!r}, "

@@ -79,6 +79,14 @@ class ModelConfig:
     attention_resolutions: list[int] = opt(
         [], "U-Net activation heights that get self-attention (Ho et al.: [16]); the middle block always has it", min=1
     )
+    norm_groups: int | None = opt(
+        None,
+        "U-Net GroupNorm groups in every layer; null = about 4 channels per group (varies with the "
+        "width). A fixed number (dividing every width) lets `fewstep export` write the U-Net as a "
+        "diffusers UNet2DModel",
+        min=1,
+        max=1024,
+    )
     dropout: float = opt(
         0.0,
         "U-Net dropout in residual blocks (Ho et al.: 0.1 on CIFAR-10); sampling and "

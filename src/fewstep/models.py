@@ -57,6 +57,7 @@ def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module
             cfg.num_res_blocks,
             cfg.attention_resolutions,
             cfg.dropout,
+            cfg.norm_groups,
         )
     if len(shape) != 1:
         hint = "; set model.kind=unet for images" if len(shape) == 3 else ""
