@@ -74,6 +74,30 @@ def sample(
     )
 
 
+def export(model: Pretrained, out: str | Path, table: StepTable | None = None, config: Config | None = None) -> Path:
+    """Write ``model`` and its sampler (``table``, else :func:`sampler_table`) as a diffusers pipeline folder.
+
+    The folder loads in diffusers alone: ``DiffusionPipeline.from_pretrained(out, trust_remote_code=True)``
+    samples with exactly this sampler (see :mod:`fewstep.images.export` for what can be exported).
+    """
+    from .images.export import export_pipeline
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FewstepError(f"{out} already exists and is not an empty folder; remove it or choose another --out")
+    if len(model.shape) != 3:
+        raise FewstepError(
+            f"only image models can be exported as a diffusers pipeline; this model's data has shape {model.shape}"
+        )
+    table = table or sampler_table(model, config)
+    try:
+        return export_pipeline(model, table, out)
+    except FewstepError:
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
 def check_data(model: Pretrained, data: DataSource) -> None:
     if tuple(data.shape) != tuple(model.shape):
         hint = (

@@ -182,6 +182,41 @@ def _load_samples(path: str):
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
+@click.command()
+@checkpoint_option()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="The pipeline folder to write (model_index.json, unet/, scheduler/); it must not exist or be empty.",
+)
+@config_options("sampler.kind=fastdpm --set sampler.steps=10")
+@friendly
+def export(checkpoint, out, config_path, overrides):
+    """Write a model and its sampler as a diffusers pipeline folder.
+
+    The network is written as a diffusers UNet2DModel (fewstep's own U-Net is converted; it needs
+    one GroupNorm group count, model.norm_groups) and the scheduler is a FewstepScheduler stepping
+    through the sampler fewstep would use (the one recorded with the model, e.g. the fine-tuned
+    sampler, or the one --set sampler.* describes). In diffusers alone:
+    DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)(batch_size=16).images.
+    """
+    from ..api import export as write, sampler_table
+
+    model, config = _open(checkpoint, config_path, overrides)
+    table = sampler_table(model, config)
+    path = write(model, out, table, config)
+    params = sum(p.numel() for p in model.model.parameters())
+    click.echo(
+        f"wrote {path}: UNet2DModel ({params / 1e3:.0f}K parameters) and FewstepScheduler "
+        f"({table.K}-step {table.name} sampler)"
+    )
+    click.echo(
+        f"sample it with diffusers alone: DiffusionPipeline.from_pretrained({str(path)!r}, "
+        "trust_remote_code=True)(batch_size=16).images"
+    )
+
+
 @click.command("config")
 def show_config():
     """Print every config key with its default and meaning."""

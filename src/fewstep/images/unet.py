@@ -107,6 +107,16 @@ class UNet(nn.Module):
         super().__init__()
         check_groups(channels, channel_mult, norm_groups)
         g = norm_groups
+        self.settings = {
+            "in_channels": in_channels,
+            "resolution": resolution,
+            "channels": channels,
+            "channel_mult": list(channel_mult),
+            "num_res_blocks": num_res_blocks,
+            "attention_resolutions": list(attention_resolutions),
+            "dropout": dropout,
+            "norm_groups": norm_groups,
+        }
         self.channels = channels
         emb_dim = 4 * channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

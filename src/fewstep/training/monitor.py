@@ -56,8 +56,10 @@ def sample_health(
             return f"{int((~torch.isfinite(x)).flatten(1).any(1).sum())} of {n} samples are not finite"
         peak = float(x.abs().max())
         if peak > limit:
-            return (f"samples reach |x| = {peak:.3g}, over 100 times the largest value of the data and of the "
-                    f"starting sampler, {limit / 100:.3g}")
+            return (
+                f"samples reach |x| = {peak:.3g}, over 100 times the largest value of the data and of the "
+                f"starting sampler, {limit / 100:.3g}"
+            )
         return None
 
     return health
