@@ -117,7 +117,8 @@ def print_table(rows: list[dict], floor: dict, paper: dict | None = None, title:
     for r in rows:
         ref = (paper or {}).get((r["method"], r["steps"]), "")
         print(
-            f"| {r['method']} | {r.get('data', '')} | {r['steps']} | {100 * r['w2']:.2f} | {100 * r['sw2']:.2f} | {ref} | {r['seconds']:.0f} |"
+            f"| {r['method']} | {r.get('data', '')} | {r['steps']} | {100 * r['w2']:.2f} | "
+            f"{100 * r['sw2']:.2f} | {ref} | {r['seconds']:.0f} |"
         )
     print(f"| noise floor (two data draws) | | | {100 * floor['w2']:.2f} | {100 * floor['sw2']:.2f} | | |")
 

@@ -11,7 +11,8 @@ The paper trained each DDPM for 2000 epochs at batch 64 (20M examples); the defa
 benchmark runs in about 10 minutes on a shared 2-core CPU. The budget is printed and recorded.
 
 JSON (metrics in data units): {"floor": {"w2", "sw2"}, "rows": [{"method": "ddpm", "steps": T, "w2",
-"sw2", "seconds" (drawing the samples), "pretrain_seconds", "evaluate_seconds", "final_loss"}], "paper_x1e-2", "budget"}.
+"sw2", "seconds" (drawing the samples), "pretrain_seconds", "evaluate_seconds", "final_loss"}],
+"paper_x1e-2", "budget"}.
 
     nice -n 10 python benchmarks/toy_ddpm.py --out benchmarks/results/toy_ddpm.json
     python benchmarks/toy_ddpm.py --quick --out /tmp/toy_ddpm.json      # smoke run, about a minute

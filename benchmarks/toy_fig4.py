@@ -56,7 +56,8 @@ def main():
                 {"method": method, "data": data, "steps": 10, **result["model"], "seconds": curve[-1]["seconds"]}
             )
             print(
-                f"{data} {method}: W2 {result['model']['w2']:.4f} (floor {floors[data]['w2']:.4f}) in {curve[-1]['seconds']:.0f} s",
+                f"{data} {method}: W2 {result['model']['w2']:.4f} (floor {floors[data]['w2']:.4f}) "
+                f"in {curve[-1]['seconds']:.0f} s",
                 flush=True,
             )
     floor = floors[args.data[0]]

@@ -149,18 +149,11 @@ def schedule_methods(model, config, schedule, K: int, data: torch.Tensor, budget
     log(f"  K={K} phase-1 DP times {[round(float(t)) for t in dp.times]}")
 
     heldout = DataSource(config.data).draw(2000, config.evaluate.seed + 101)
-    metric = lambda times: sliced_w2(
-        sample(
-            model,
-            bound_sampler_table(schedule, times),
-            2000,
-            scorer.shape,  # noqa: E731
-            seed=config.evaluate.seed + 102,
-        ),
-        heldout,
-        50,
-        seed=0,
-    )
+
+    def metric(times):
+        x = sample(model, bound_sampler_table(schedule, times), 2000, scorer.shape, seed=config.evaluate.seed + 102)
+        return sliced_w2(x, heldout, 50, seed=0)
+
     started = time.time()
     adam = optimise_adam(
         model,
@@ -240,6 +233,7 @@ def shortcut_rows(model, config, dp, budget: dict, t_dp: float) -> dict:
 def adam_trace(model, config, schedule, data, K: int, budget: dict, scorer: Scorer) -> list[dict]:
     """Adam without early stopping: the bound keeps falling while held-out sample quality turns (over-optimisation)."""
     heldout = DataSource(config.data).draw(2000, config.evaluate.seed + 101)
+
     trace = []
 
     def metric(times):

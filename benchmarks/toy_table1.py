@@ -80,7 +80,8 @@ def main():
     hit = rows[1]["seconds_to_target"]
     print(
         f"target W2 <= 1.1 x floor: {'reached after %.0f s of training' % hit if hit is not None else 'not reached'}; "
-        f"final W2 {result['model']['w2']:.4f} vs floor {floor['w2']:.4f} ({result['model']['w2'] / floor['w2']:.2f} x floor)"
+        f"final W2 {result['model']['w2']:.4f} vs floor {floor['w2']:.4f} "
+        f"({result['model']['w2'] / floor['w2']:.2f} x floor)"
     )
 
     png = args.out.with_suffix(".png")

@@ -18,7 +18,8 @@ def main():
     `pretrain` (train a DDPM), `finetune` (shortcut fine-tuning, SFT-PG), `schedule` (optimise a
     few-step schedule), `sample` (draw from a model), `evaluate` (sample quality beside the noise
     floor), `export` (write a diffusers pipeline folder) and `config` (every setting). Models are
-    fewstep checkpoints or diffusers pipeline folders. Every run writes a directory with its config, metrics, checkpoints, figures and summary.
+    fewstep checkpoints or diffusers pipeline folders. Every run writes a directory with its config,
+    metrics, checkpoints, figures and summary.
     """
 
 
