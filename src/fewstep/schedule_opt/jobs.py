@@ -85,13 +85,29 @@ def _save(
         "sampler_timesteps": evaluated_steps(times, schedule.T).tolist(),
         **extra,
     }
-    save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=record)
+    # a model that came from elsewhere (a diffusers pipeline) carries its record, so the checkpoint loads again
+    extra_meta = {**record, **{k: pretrained.meta[k] for k in ("diffusers",) if k in pretrained.meta}}
+    save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=extra_meta)
     (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate)
-    _, scores = evaluate_sampler(model, table, evaluator, device=config.device)
+    x, scores = evaluate_sampler(model, table, evaluator, device=config.device)
     baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
-    _, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)
+    x_base, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)
     run.log({"stage": stage, "step": 0, "times": times.tolist(), **scores, "ddim_uniform": base_scores["model"]})
+    figures = ""
+    if data.kind == "images":
+        from ..plots import grid_figure
+
+        keys = ("fid", "kid")
+        grid_figure(
+            [
+                (f"optimised, {table.K} steps\nFID {scores['model']['fid']:.4g}", x[:64]),
+                (f"DDIM uniform, {baseline.K} steps\nFID {base_scores['model']['fid']:.4g}", x_base[:64]),
+            ],
+            {k: scores["floor"][k] for k in keys},
+            run.figure("samples"),
+        )
+        figures = "figures: figures/samples.png"
     lines = [
         f"# fewstep schedule: {stage.replace('_', ' ')} (K={len(times) - 1})",
         "",
@@ -101,6 +117,7 @@ def _save(
         f"optimised schedule: {format_scores(scores)}",
         f"DDIM, uniform steps: {format_scores(base_scores)}",
         "",
+        figures,
     ]
     run.write_summary("\n".join(lines))
     return {"optimised": scores, "ddim_uniform": base_scores}
