@@ -18,7 +18,7 @@ from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict
 from .data import DataSource
 from .errors import FewstepError
 from .evaluation import Evaluator, evaluate_sampler
-from .models import load_pretrained
+from .models import load_pretrained, network
 from .pretrained import Pretrained
 from .reports import report, training_curves, write_summary
 from .rollout import sample as sample_chain
@@ -63,7 +63,7 @@ def sample(
     table = table or sampler_table(model)
     device = device or model.config.device
     return sample_chain(
-        model.model.to(device),
+        network(model.model.to(device), model.config.autocast, device),
         table,
         n,
         model.shape,
@@ -119,7 +119,7 @@ def evaluate(
     """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor."""
     config = config or (model.config if model is not None else load_config())
     data = DataSource(config.data)
-    evaluator = Evaluator(data, config.evaluate, progress)
+    evaluator = Evaluator(data, config.evaluate, progress, config.device, config.autocast)
     if samples is not None:
         if tuple(samples.shape[1:]) != tuple(data.shape):
             raise FewstepError(

@@ -269,7 +269,13 @@ class ScheduleOptConfig:
 @dataclass
 class Config:
     seed: int = opt(0, "seed of the run: model initialisation, minibatches, noise", min=0)
-    device: str = opt("cpu", "torch device: cpu, cuda or cuda:N")
+    device: str = opt("cpu", "torch device: cpu, cuda or cuda:N (training, sampling and FID all run there)")
+    autocast: str = opt(
+        "off",
+        "run the network under bf16 autocast (convolutions and matmuls in bfloat16, the sampler's "
+        "arithmetic and log-densities in float32): off or bf16; meant for cuda",
+        choices=("off", "bf16"),
+    )
     threads: int = opt(
         0,
         "torch CPU threads; 0 = auto: 1 for vector data (small MLP ops lose to threading "

@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .checkpoint import check_matches, load_checkpoint, load_module, module_tensors, save_checkpoint
 from .config import Config, FinetuneConfig, ModelConfig, from_dict, to_dict
@@ -33,6 +34,33 @@ def adam(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.A
     """Adam with the fused kernel where torch has one (about 30% faster per step on small CPU nets)."""
     fused = torch.device(device).type in ("cpu", "cuda")
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+class Autocast(nn.Module):
+    """``net`` run under bf16 autocast, its output returned in the input's dtype.
+
+    Only the network is autocast: the step arithmetic, the noise and the log-densities around it
+    stay float32. The wrapped module's parameters are the network's own (optimisers, EMA and
+    checkpoints keep using the unwrapped network).
+    """
+
+    def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.net, self.device_type, self.dtype = net, device_type, dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.net(x, t)
+        return out.to(x.dtype)
+
+
+def network(model: nn.Module, autocast: str = "off", device: torch.device | str = "cpu") -> nn.Module:
+    """The epsilon-model as sampling and fine-tuning call it: ``model`` itself, or under bf16 autocast."""
+    if autocast == "off" or isinstance(model, Autocast):
+        return model
+    if autocast != "bf16":
+        raise FewstepError(f"unknown autocast setting {autocast!r}; choose off or bf16")
+    return Autocast(model, torch.device(device).type)
 
 
 def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module:

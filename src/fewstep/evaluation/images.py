@@ -24,12 +24,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEWSTEP_CACHE", Path.home() / ".cache" / "fewstep"))
 
 
-def feature_network(data, cfg, progress: bool = False) -> torch.nn.Module:
-    """The feature extractor of ``evaluate.features`` for this data set."""
+def feature_network(data, cfg, progress: bool = False, device: str = "cpu") -> torch.nn.Module:
+    """The feature extractor of ``evaluate.features`` for this data set, on ``device``."""
     from ..images.fid import InceptionFeatures, classifier_features
 
     if cfg.features != "classifier":
-        return InceptionFeatures(cfg.features)
+        return InceptionFeatures(cfg.features).to(device)
     if data.train_labels is None:
         raise FewstepError(
             f"the {data.name} data has no labels to train the feature classifier on; set "
@@ -37,13 +37,18 @@ def feature_network(data, cfg, progress: bool = False) -> torch.nn.Module:
         )
     key = hashlib.sha1(json.dumps(vars(data.config), sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir() / "features" / f"{data.name}-{key}.safetensors"
-    return classifier_features(path, data.train(), data.train_labels, progress=progress)
+    return classifier_features(path, data.train(), data.train_labels, progress=progress, device=device).to(device)
 
 
 def image_metrics(
-    fake: torch.Tensor, real: torch.Tensor, features: torch.nn.Module, neighbours: int = 5, seed: int = 0
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    features: torch.nn.Module,
+    neighbours: int = 5,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    """FID, KID and the k-NN manifold metrics of ``fake`` against ``real`` images."""
+    """FID, KID and the k-NN manifold metrics of ``fake`` against ``real`` images (features on ``device``)."""
     from ..images.fid import fid_kid
 
     if not torch.isfinite(fake).all():
@@ -55,8 +60,8 @@ def image_metrics(
             "density": 0.0,
             "coverage": 0.0,
         }
-    scores = fid_kid(fake, real, features, seed=seed, kid_subset_size=min(1000, len(fake)))
+    scores = fid_kid(fake, real, features, seed=seed, kid_subset_size=min(1000, len(fake)), device=device)
     with torch.no_grad():
-        f_fake = torch.cat([features(fake[i : i + 500]) for i in range(0, len(fake), 500)])
-        f_real = torch.cat([features(real[i : i + 500]) for i in range(0, len(real), 500)])
+        f_fake = torch.cat([features(fake[i : i + 500].to(device)).cpu() for i in range(0, len(fake), 500)])
+        f_real = torch.cat([features(real[i : i + 500].to(device)).cpu() for i in range(0, len(real), 500)])
     return {**scores, **prdc(f_real, f_fake, neighbours)}

@@ -89,7 +89,7 @@ def _save(
     extra_meta = {**record, **{k: pretrained.meta[k] for k in ("diffusers",) if k in pretrained.meta}}
     save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=extra_meta)
     (run.path / f"{stage}.json").write_text(json.dumps(record, indent=2))
-    evaluator = Evaluator(data, config.evaluate)
+    evaluator = Evaluator(data, config.evaluate, device=config.device, autocast=config.autocast)
     x, scores = evaluate_sampler(model, table, evaluator, device=config.device)
     baseline = ddim_table(schedule, spacing("uniform", schedule, config.schedule_opt.steps))
     x_base, base_scores = evaluate_sampler(model, baseline, evaluator, device=config.device)

@@ -22,7 +22,7 @@ from ..config import Config
 from ..data import DataSource
 from ..distributed import setup
 from ..errors import FewstepError
-from ..models import adam, build_baseline, build_critic, set_threads
+from ..models import adam, build_baseline, build_critic, network, set_threads
 from ..pretrained import Pretrained
 from ..runs import Run
 from ..samplers import build_table, for_policy_gradient
@@ -99,7 +99,7 @@ def finetune(
         "baseline": Part(baseline, adam(baseline.parameters(), cfg.lr_baseline, ctx.device), cfg.lr_baseline),
     }
     nets = Nets(
-        generator,
+        network(generator, config.autocast, ctx.device),  # rollouts and log-densities (bf16 autocast if set)
         critic,
         baseline,
         parts["generator"].optimizer,

@@ -27,7 +27,7 @@ def sample_monitor(
     """``evaluate(model)`` scoring ``evaluate.train_samples`` samples against held-out data (one
     repeat, the floor beside it), and the name of the watched metric."""
     cfg = dataclasses.replace(config.evaluate, n_samples=config.evaluate.train_samples, repeats=1)
-    evaluator = Evaluator(data, cfg)
+    evaluator = Evaluator(data, cfg, device=device, autocast=config.autocast)
 
     def evaluate(model: torch.nn.Module) -> dict:
         used = table or build_table(config.sampler, schedule, model, data.train())
