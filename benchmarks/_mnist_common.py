@@ -39,31 +39,49 @@ class Commands:
         self.ledger = json.loads(self.ledger_file.read_text()) if self.ledger_file.is_file() else {}
         self.history: list[dict] = []
 
-    def run(self, name: str, args: list[str], done: Path | None = None, sets: bool = True) -> dict:
-        """Run ``fewstep ARGS`` (unless ``done`` exists); returns {command, cpu_s, wall_s, log}."""
-        args = [*args, *(f"--set={s}" for s in self.extra)] if sets else list(args)
+    def run(self, name: str, args: list[str], done: Path | None = None, resume: Path | None = None) -> dict:
+        """Run ``fewstep ARGS`` unless ``done`` exists; returns {command, cpu_s, wall_s, log}.
+
+        ``resume``: a checkpoint; when it exists but ``done`` does not, the command was interrupted
+        and goes on with ``--resume`` (its CPU time adds to the interrupted part's).
+        """
+        args = [*args, *(f"--set={s}" for s in self.extra)]
         command = "fewstep " + " ".join(shlex.quote(a) for a in args)
+        resuming = resume is not None and Path(resume).is_file() and not (done is not None and Path(done).exists())
+        argv = [sys.executable, "-m", "fewstep.cli", *args, *(["--resume"] if resuming else [])]
+        return self._execute(name, argv, command, done, resuming)
+
+    def run_python(self, name: str, code: str, args: list[str], done: Path | None = None) -> dict:
+        """Run a Python program (``python -c CODE ARGS``) the same way, with its CPU time measured."""
+        command = f"python -c <{name}> " + " ".join(shlex.quote(a) for a in args)
+        return self._execute(name, [sys.executable, "-c", code, *args], command, done, False)
+
+    def _execute(self, name: str, argv: list[str], command: str, done: Path | None, resuming: bool) -> dict:
         log = self.work / "logs" / f"{name}.log"
-        if done is not None and Path(done).exists() and name in self.ledger:
-            record = self.ledger[name]
+        previous = self.ledger.get(name, {})
+        if done is not None and Path(done).exists() and name in self.ledger and not previous.get("partial"):
+            record = previous
             print(f"[cached] {command}  ({record['cpu_s'] / 60:.1f} CPU min)", flush=True)
         else:
-            print(f"$ {command}", flush=True)
+            print(f"$ {command}" + ("  (resumed)" if resuming else ""), flush=True)
             log.parent.mkdir(parents=True, exist_ok=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             tick = time.time()
-            with open(log, "w") as out:
-                code = subprocess.call(
-                    [sys.executable, "-m", "fewstep.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=self.env
-                )
+            with open(log, "a" if resuming else "w") as out:
+                code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             if code != 0:
                 sys.exit(f"command failed ({code}): {command}\n{log.read_text()[-3000:]}")
-            record = {"command": command, "cpu_s": round(cpu, 1), "wall_s": round(time.time() - tick, 1)}
+            earlier = previous if resuming else {}
+            record = {
+                "command": command,
+                "cpu_s": round(cpu + earlier.get("cpu_s", 0.0), 1),
+                "wall_s": round(time.time() - tick + earlier.get("wall_s", 0.0), 1),
+            }
             self.ledger[name] = record
             self.ledger_file.write_text(json.dumps(self.ledger, indent=1))
-            print(f"  {cpu / 60:.1f} CPU min, {record['wall_s'] / 60:.1f} min wall", flush=True)
+            print(f"  {record['cpu_s'] / 60:.1f} CPU min, {record['wall_s'] / 60:.1f} min wall", flush=True)
         self.history.append({"name": name, **record, "log": str(log)})
         return {**record, "log": log}
 

@@ -171,13 +171,30 @@ def test_pretrain_a_fewstep_unet_then_export_it(tmp_path):
     """fewstep's own U-Net (one GroupNorm group count) converts to a UNet2DModel; without it, a clear refusal."""
     common = [*DATA, "model.kind=unet", "model.channels=8", "schedule.kind=linear", "schedule.T=20"]
     common += ["pretrain.steps=3", "pretrain.batch_size=8", "evaluate.n_samples=16"]
-    invoke("pretrain", "--run-dir", tmp_path / "pre", "--quiet", *sets([*common, "model.norm_groups=4"]))
+    with_fid = ["model.norm_groups=4", "pretrain.eval_every=3", "evaluate.train_samples=16"]
+    invoke("pretrain", "--run-dir", tmp_path / "pre", "--quiet", *sets([*common, *with_fid]))
+    records = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["stage"] == "pretrain" and "fid" in r] == [3]  # FID during pretraining
+    assert {"pretrain_fid.png", "samples.png"} <= {p.name for p in (tmp_path / "pre" / "figures").iterdir()}
+    assert "| FID | KID | precision | recall |" in (tmp_path / "pre" / "summary.md").read_text()
     ckpt = tmp_path / "pre" / "checkpoints" / "pretrain.safetensors"
     result = invoke("export", "--checkpoint", ckpt, "--out", tmp_path / "pipe", "--set", "sampler.steps=5")
     assert "(5-step ddpm sampler)" in result.output
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe", trust_remote_code=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe(batch_size=2, output_type="np").images.shape == (2, 8, 8, 1)
+    # --scheduler ddpm: a plain DDPMPipeline folder (stock scheduler, no remote code), read back by fewstep
+    result = invoke("export", "--checkpoint", ckpt, "--out", tmp_path / "plain", "--scheduler", "ddpm")
+    assert "DDPMScheduler (20-step DDPM)" in result.output
+    plain = DDPMPipeline.from_pretrained(tmp_path / "plain")
+    assert type(plain.scheduler).__name__ == "DDPMScheduler" and plain.scheduler.config.clip_sample is False
+    back, original = load_pretrained(tmp_path / "plain"), load_pretrained(ckpt)
+    assert back.kind == "diffusers" and back.config.sampler.clip_x0 is None
+    assert back.config.sampler.ddpm.variance == "beta"  # fewstep's default DDPM variance is fixed_large
+    torch.testing.assert_close(back.schedule.alpha_bar, original.schedule.alpha_bar, rtol=1e-6, atol=1e-7)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 17.0])
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(x, t), original.model(x, t), rtol=1e-5, atol=1e-5)
 
     invoke("pretrain", "--run-dir", tmp_path / "pre2", "--quiet", *sets(common))
     result = CliRunner().invoke(

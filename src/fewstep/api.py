@@ -74,11 +74,18 @@ def sample(
     )
 
 
-def export(model: Pretrained, out: str | Path, table: StepTable | None = None, config: Config | None = None) -> Path:
+def export(
+    model: Pretrained,
+    out: str | Path,
+    table: StepTable | None = None,
+    config: Config | None = None,
+    scheduler: str = "fewstep",
+) -> Path:
     """Write ``model`` and its sampler (``table``, else :func:`sampler_table`) as a diffusers pipeline folder.
 
     The folder loads in diffusers alone: ``DiffusionPipeline.from_pretrained(out, trust_remote_code=True)``
     samples with exactly this sampler (see :mod:`fewstep.images.export` for what can be exported).
+    ``scheduler="ddpm"`` writes a plain DDPMPipeline (stock DDPMScheduler, the model's T-step DDPM).
     """
     from .images.export import export_pipeline
 
@@ -91,7 +98,7 @@ def export(model: Pretrained, out: str | Path, table: StepTable | None = None, c
         )
     table = table or sampler_table(model, config)
     try:
-        return export_pipeline(model, table, out)
+        return export_pipeline(model, table, out, scheduler)
     except FewstepError:
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -115,8 +122,12 @@ def evaluate(
     config: Config | None = None,
     table: StepTable | None = None,
     progress: bool = False,
+    save_samples: str | Path | None = None,
 ) -> dict:
-    """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor."""
+    """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor.
+
+    ``save_samples``: also write the scored samples of the model (the first repeat) to this .npy file.
+    """
     config = config or (model.config if model is not None else load_config())
     data = DataSource(config.data)
     evaluator = Evaluator(data, config.evaluate, progress, config.device, config.autocast)
@@ -129,7 +140,12 @@ def evaluate(
         return evaluator.score_samples(samples)
     check_data(model, data)
     used = table or sampler_table(model, config, data)
-    return evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)[1]
+    x, result = evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)
+    if save_samples is not None:
+        import numpy as np
+
+        np.save(save_samples, x.numpy())
+    return result
 
 
 def open_run(

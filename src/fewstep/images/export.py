@@ -203,17 +203,32 @@ def base_scheduler_config(model) -> dict:
     }
 
 
-def export_pipeline(model, table: StepTable, out: str | Path) -> Path:
-    """Write ``model`` (a :class:`fewstep.Pretrained` of images) with ``table`` as a pipeline folder."""
+SCHEDULERS = ("fewstep", "ddpm")
+
+
+def export_pipeline(model, table: StepTable, out: str | Path, scheduler: str = "fewstep") -> Path:
+    """Write ``model`` (a :class:`fewstep.Pretrained` of images) as a pipeline folder.
+
+    ``scheduler="fewstep"``: a FewstepScheduler stepping through ``table``. ``scheduler="ddpm"``: a
+    stock DDPMScheduler (the model's T-step DDPM, as any diffusers user would run it; ``table`` is
+    not carried), i.e. a plain DDPMPipeline folder.
+    """
     from .diffusers_io import DiffusersEps
 
+    if scheduler not in SCHEDULERS:
+        raise FewstepError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if len(model.shape) != 3:
         raise FewstepError(
             f"only image models can be exported as a diffusers pipeline; this model's data has shape {model.shape}"
         )
     net = model.model.cpu().eval()
     unet = net.unet if isinstance(net, DiffusersEps) else to_unet2d(net, tuple(model.shape))
-    return write_pipeline(out, unet, model.schedule.beta.tolist(), base_scheduler_config(model), table)
+    base = base_scheduler_config(model)
+    if scheduler == "ddpm":
+        ddpm = _diffusers().DDPMScheduler.from_config({k: v for k, v in base.items() if k != "_class_name"})
+        _diffusers().DDPMPipeline(unet=unet, scheduler=ddpm).save_pretrained(str(out))
+        return Path(out)
+    return write_pipeline(out, unet, model.schedule.beta.tolist(), base, table)
 
 
 def write_pipeline(out: str | Path, unet, betas: list[float], base: dict, table: StepTable) -> Path:
