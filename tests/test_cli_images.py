@@ -224,3 +224,31 @@ def test_export_refuses_vector_models(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "only image models" in result.output and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    "folder,change,match",
+    [
+        ("scheduler", {"prediction_type": "v_prediction"}, "prediction_type 'v_prediction' is not supported"),
+        ("scheduler", {"variance_type": "learned_range"}, "learned variance"),
+        ("scheduler", {"thresholding": True}, "thresholding"),
+        ("unet", {"num_class_embeds": 10}, "class-conditional"),
+        ("unet", {"_class_name": "UNet2DConditionModel"}, "unconditional UNet2DModel"),
+    ],
+)
+def test_unsupported_pipelines_are_one_line_errors(pipeline, tmp_path, folder, change, match):
+    import shutil
+
+    copy = tmp_path / "pipe"
+    shutil.copytree(pipeline, copy)
+    name = "scheduler_config.json" if folder == "scheduler" else "config.json"
+    file = copy / folder / name
+    file.write_text(json.dumps({**json.loads(file.read_text()), **change}))
+    for command in (
+        ["sample", "--out", str(tmp_path / "x.npy")],
+        ["finetune"],
+        ["export", "--out", str(tmp_path / "o")],
+    ):
+        result = CliRunner().invoke(main, [command[0], "--checkpoint", str(copy), *command[1:]])
+        assert result.exit_code == 2 and match in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")

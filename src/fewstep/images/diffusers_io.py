@@ -127,6 +127,8 @@ def load_diffusers(
         raise FewstepError(
             f"{unet} holds a {unet_config.get('_class_name')!r}; fewstep loads unconditional UNet2DModel networks"
         )
+    if unet_config.get("num_class_embeds") is not None or unet_config.get("class_embed_type") is not None:
+        raise FewstepError(f"{unet} holds a class-conditional UNet2DModel; fewstep loads unconditional networks")
     sched_config, table = _scheduler_config(scheduler)
     variance = check_scheduler_config(sched_config, str(scheduler))
     try:
