@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--lr-generator", type=float, default=1e-5, help="the paper: 1e-6 for 100 epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra --set for every command")
+    p.add_argument("--only", type=int, nargs="+", help="run only these settings (0-4, the table's order)")
     p.add_argument("--quick", action="store_true", help="tiny budget; results go to mnist_table2_quick.*")
     args = p.parse_args()
     if args.quick:
@@ -97,10 +98,12 @@ def main() -> None:
     start = run_evaluations(pre)[-1]
     rows = [row("DDPM T=10 (pretrained)", 10, start, cpu_min=round(c.history[-1]["cpu_s"] / 60, 1))]
     curves, settings = {}, []
-    for name, n_generator, clip in SETTINGS:
+    for i, (name, n_generator, clip) in enumerate(SETTINGS):
+        if args.only is not None and i not in args.only:
+            continue
         finals, runs = [], []
         for seed in args.seeds:
-            tag = f"t2-g{n_generator}-clip{clip}-s{seed}"
+            tag = f"t2-g{n_generator}-clip{clip}-lr{args.lr_generator:g}-it{args.iterations}-m{args.batch_size}-s{seed}"
             run_dir = w / tag
             sets = [*finetune_sets, f"seed={seed}", f"finetune.n_generator={n_generator}", f"finetune.clip={clip}"]
             c.run(
@@ -131,7 +134,7 @@ def main() -> None:
     for r in rows:
         r.setdefault("fid_sd", 0.0)
         r["fid_cell"] = f"{r['fid']:.2f} +- {r['fid_sd']:.2f}" if r.get("runs") else f"{r['fid']:.2f}"
-    name = "mnist_table2" + ("_quick" if args.quick else "")
+    name = "mnist_table2" + ("_quick" if args.quick else "") + ("_partial" if args.only is not None else "")
     out = write(name, {"budget": budget, "rows": rows, "cpu_minutes_total": total, "commands": c.history})
     figure(curves, rows[0], RESULTS / f"{name}.png")
     print(f"\n{name} (28x28 MNIST, T = 10; FID mean +- sd over seeds {args.seeds}; {total} CPU minutes)")

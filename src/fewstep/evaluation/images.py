@@ -1,5 +1,10 @@
 """Image metrics: FID/KID and precision/recall/density/coverage on domain features.
 
+Generated images are clamped to the data's pixel range [-1, 1] before their features are
+computed, as they are when saved as images or returned by diffusers' ``DDPMPipeline`` (which
+clamps), so a sampler scores the same through fewstep and through an exported pipeline. Samples
+with NaN or infinite values score FID = KID = inf.
+
 The feature network is a small classifier trained on the data set's labels (fewstep's default:
 Inception-v3 features mean little on 8x8 or 28x28 digits) and cached under the fewstep cache
 directory (``$FEWSTEP_CACHE``, default ``~/.cache/fewstep``), keyed by the data section; or
@@ -51,7 +56,7 @@ def image_metrics(
     """FID, KID and the k-NN manifold metrics of ``fake`` against ``real`` images (features on ``device``)."""
     from ..images.fid import fid_kid
 
-    if not torch.isfinite(fake).all():
+    if not torch.isfinite(fake).all():  # checked before clamping: a broken sampler must not look fine
         return {
             "fid": float("inf"),
             "kid": float("inf"),
@@ -60,6 +65,7 @@ def image_metrics(
             "density": 0.0,
             "coverage": 0.0,
         }
+    fake = fake.clamp(-1, 1)  # the pixel range: what a saved image or DDPMPipeline's output holds
     scores = fid_kid(fake, real, features, seed=seed, kid_subset_size=min(1000, len(fake)), device=device)
     with torch.no_grad():
         f_fake = torch.cat([features(fake[i : i + 500].to(device)).cpu() for i in range(0, len(fake), 500)])
