@@ -208,7 +208,7 @@ def figure(rows: list[dict], grids: dict, npy: Path, path: Path) -> None:
 
     panels = []
     for (name, samples), r in zip(grids.items(), rows):
-        title = name.replace(", ", ",\n", 1).replace(" (", "\n(", 1) + f"\nFID {r['fid']:.2f}"
+        title = name.replace(", ", "\n", 1) + f"\nFID {r['fid']:.2f}"
         panels.append((title, torch.from_numpy(np.load(samples)[:64])))
     panels.append((f"exported, diffusers alone\nFID {rows[-1]['fid']:.2f}", torch.from_numpy(np.load(npy)[:64])))
     grid_figure(panels, {"fid": rows[0]["floor_fid"], "kid": rows[0]["floor_kid"]}, path)

@@ -150,11 +150,7 @@ def _scheduler_config(folder: Path) -> tuple[dict, StepTable | None]:
         if not isinstance(base, dict) or not isinstance(config.get("table"), dict):
             raise FewstepError(f"{folder}: the FewstepScheduler config has no base_scheduler or table")
         return base, table_from_dict(config["table"], str(folder / "scheduler_config.json"))
-    if name not in ("DDPMScheduler", None):
-        raise FewstepError(
-            f"{folder} holds a {name}; fewstep reads DDPMScheduler pipelines (and those it exported itself)"
-        )
-    return config, None
+    return config, None  # a DDPMScheduler (another scheduler's config is read as DDPMScheduler's: same betas)
 
 
 def save_pipeline(path: str | Path, model: DiffusersEps, scheduler, table: StepTable | None = None) -> Path:
