@@ -5,7 +5,9 @@ is the 1000-step DDPM row), then sampled in 10 steps with ``fewstep evaluate --s
 naive DDPM sub-sampling, FastDPM (VAR approximation, quadratic, kappa = 1, DDPM reverse process:
 the paper's initialisation, App. F.2), Analytic-DPM; and the FastDPM sampler is fine-tuned by
 ``fewstep finetune --preset images`` (SFT-PG (B): lambda = 1, n_critic = 5, n_generator = 10,
-gamma = 0.1). Policy gradient needs a density at every step, so the tuned sampler adds noise at
+gamma = 0.1). Every sampler clips its x0-prediction to [-1, 1] (``sampler.clip_x0=1``, diffusers'
+``clip_sample``, the DDPMScheduler default; FastDPM is also reported without it). Policy gradient
+needs a density at every step, so the tuned sampler adds noise at
 FastDPM's deterministic last step (``sampler.noise_at_last_step=true``; that row is reported too).
 The fine-tuned model is then written as a diffusers pipeline (``fewstep export``), sampled by
 diffusers alone (a Python process in which fewstep cannot be imported) and those samples are scored
@@ -50,6 +52,7 @@ FASTDPM = [
 ROWS = {
     "DDPM sub-sampled, 10 steps": ["sampler.steps=10"],
     "FastDPM (VAR quadratic, kappa 1, DDPM-rev), 10 steps": FASTDPM,
+    "FastDPM without x0 clipping, 10 steps": [*FASTDPM, "sampler.clip_x0=null"],
     "FastDPM + last-step noise (the fine-tuning start)": [*FASTDPM, "sampler.noise_at_last_step=true"],
     "Analytic-DPM, 10 steps": ["sampler.kind=analytic_dpm", "sampler.steps=10"],
 }
@@ -93,6 +96,7 @@ def main() -> None:
     every = max(1, args.iterations // 6)
     finetune_sets = [
         *FASTDPM,
+        "sampler.clip_x0=1",
         "sampler.noise_at_last_step=true",
         f"finetune.iterations={args.iterations}",
         f"finetune.batch_size={args.batch_size}",
@@ -124,10 +128,11 @@ def main() -> None:
     w = c.work
     pre = w / "pretrain-T1000"
     ckpt = pre / "checkpoints" / "pretrain.safetensors"
+    # every sampler clips its x0-prediction to [-1, 1] (diffusers' clip_sample, its DDPMScheduler default)
     c.run(
         "pretrain-T1000",
         ["pretrain", "--config", str(CONFIG), "--set", f"pretrain.steps={args.pretrain_steps}"]
-        + ["--run-dir", str(pre), "--quiet"],
+        + ["--set", "sampler.clip_x0=1", "--run-dir", str(pre), "--quiet"],
         done=pre / "summary.md",
         resume=ckpt,
     )
