@@ -87,6 +87,8 @@ def test_config_lists_every_key():
         "sampler.ddpm.variance",
         "sampler.fastdpm.kappa",
         "evaluate.max_iter",
+        "model.norm_groups",
+        "autocast",
         "seed",
     ):
         assert f"\n{key} = " in "\n" + output
@@ -99,6 +101,7 @@ def test_config_lists_every_key():
         "finetune",
         "sample",
         "evaluate",
+        "export",
         "quickstart",
         "config",
         "schedule",

@@ -87,7 +87,9 @@ def test_write_back_as_pipeline_round_trip(pipeline_dir, tmp_path):
             p.add_(0.01)
     table = ddpm_table(loaded.schedule, [0, 12, 25, 37, 49], variance="beta", noise_at_last_step=True)
     out = save_pipeline(tmp_path / "tuned", loaded.model, loaded.scheduler, table)
-    pipe = DDPMPipeline.from_pretrained(out)
+    # the pipeline's scheduler steps through the table: shipped as a file, so diffusers needs trust_remote_code
+    pipe = DDPMPipeline.from_pretrained(out, trust_remote_code=True)
+    assert type(pipe.scheduler).__name__ == "FewstepScheduler"
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([3.0, 30.0])
     with torch.no_grad():
         assert torch.equal(pipe.unet(x, t).sample, loaded.model(x, t))
@@ -95,8 +97,18 @@ def test_write_back_as_pipeline_round_trip(pipeline_dir, tmp_path):
     assert record["timesteps"] == [49, 37, 25, 12, 0] and record["num_inference_steps"] == 5
     back = load_sampler(out)
     assert torch.equal(back.a, table.a) and torch.equal(back.s, table.s)
-    images = pipe(batch_size=1, num_inference_steps=2, output_type="np").images  # diffusers can sample it
-    assert images.shape == (1, 8, 8, 1)
+    (out / SAMPLER_FILE).unlink()  # the scheduler's own config holds the table too
+    assert torch.equal(load_sampler(out).a, table.a)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=1, output_type="np").images  # diffusers samples the 5-step table
+    assert images.shape == (1, 8, 8, 1) and len(pipe.scheduler.timesteps) == 5
+    # the base DDPMScheduler config is kept: fewstep reads the folder back as the same diffusers model
+    again = load_diffusers(out)
+    assert again.variance == "beta_tilde" and torch.equal(again.table.a, table.a)
+    assert torch.allclose(again.schedule.alpha_bar, loaded.schedule.alpha_bar)
+    # without a table, save_pipeline writes the scheduler it is given (a plain DDPMPipeline)
+    plain = save_pipeline(tmp_path / "plain", loaded.model, loaded.scheduler)
+    assert type(DDPMPipeline.from_pretrained(plain).scheduler).__name__ == "DDPMScheduler"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +171,7 @@ def test_finetune_a_diffusers_model_with_sftpg_and_write_it_back(pipeline_dir, t
     with torch.no_grad():
         assert torch.allclose(again.model(x, t), tuned(x, t))
     out = save_pipeline(tmp_path / "tuned", tuned, loaded.scheduler, used)
-    pipe = DDPMPipeline.from_pretrained(out)
+    pipe = DDPMPipeline.from_pretrained(out, trust_remote_code=True)
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.0, 24.0])
     with torch.no_grad():
         assert torch.equal(pipe.unet(x, t).sample, tuned(x, t))

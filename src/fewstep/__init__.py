@@ -24,6 +24,7 @@ _EXPORTS = {
     "sample": "api",
     "evaluate": "api",
     "sampler_table": "api",
+    "export": "api",
     "Config": "config",
     "load_config": "config",
     "Pretrained": "pretrained",

@@ -20,7 +20,7 @@ from .data import DataSource
 from .errors import FewstepError
 from .fields import shown
 from .evaluation import Evaluator, evaluate_sampler
-from .models import load_pretrained
+from .models import load_pretrained, network
 from .pretrained import Pretrained
 from .reports import report, training_curves, write_summary
 from .rollout import sample as sample_chain
@@ -76,7 +76,7 @@ def sample(
     chosen, _ = preflight.sampling(model, config, n, seed, batch_size, table=table)
     table = table or chosen
     x = sample_chain(
-        model.model.to(config.device),
+        network(model.model.to(config.device), config.autocast, config.device),
         table,
         n,
         model.shape,
@@ -94,23 +94,62 @@ def sample(
     return x
 
 
+def export(
+    model: Pretrained,
+    out: str | Path,
+    table: StepTable | None = None,
+    config: Config | None = None,
+    scheduler: str = "fewstep",
+) -> Path:
+    """Write ``model`` and its sampler (``table``, else :func:`sampler_table`) as a diffusers pipeline folder.
+
+    The folder loads in diffusers alone: ``DiffusionPipeline.from_pretrained(out, trust_remote_code=True)``
+    samples with exactly this sampler (see :mod:`fewstep.images.export` for what can be exported).
+    ``scheduler="ddpm"`` writes a plain DDPMPipeline (stock DDPMScheduler, the model's T-step DDPM).
+    """
+    from .images.export import export_pipeline
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FewstepError(f"{out} already exists and is not an empty folder; remove it or choose another --out")
+    if len(model.shape) != 3:
+        raise FewstepError(
+            f"only image models can be exported as a diffusers pipeline; this model's data has shape {model.shape}"
+        )
+    table = table or sampler_table(model, config)
+    try:
+        return export_pipeline(model, table, out, scheduler)
+    except FewstepError:
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
 def evaluate(
     model: Pretrained | None = None,
     samples: torch.Tensor | None = None,
     config: Config | None = None,
     table: StepTable | None = None,
     progress: bool = False,
+    save_samples: str | Path | None = None,
 ) -> dict:
-    """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor."""
+    """Scores of ``model``'s sampler (or of given ``samples``) against held-out data, beside the noise floor.
+
+    ``save_samples``: also write the scored samples of the model (the first repeat) to this .npy file.
+    """
     config = config or (model.config if isinstance(model, Pretrained) else load_config())
     data, chosen = preflight.evaluation(config, model, samples)
-    evaluator = Evaluator(data, config.evaluate, progress)
+    evaluator = Evaluator(data, config.evaluate, progress, config.device, config.autocast)
     if samples is not None:
         return evaluator.score_samples(samples)
     if table is not None:
         preflight.check_table(table, model)
     used = table or chosen
-    result = evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)[1]
+    x, result = evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)
+    if save_samples is not None:
+        import numpy as np
+
+        np.save(save_samples, x.numpy())
     return {**result, "sampler": f"{used.K}-step {used.name}"}
 
 

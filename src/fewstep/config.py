@@ -80,6 +80,14 @@ class ModelConfig:
     attention_resolutions: list[int] = opt(
         [], "U-Net activation heights that get self-attention (Ho et al.: [16]); the middle block always has it", min=1
     )
+    norm_groups: int | None = opt(
+        None,
+        "U-Net GroupNorm groups in every layer; null = about 4 channels per group (varies with the "
+        "width). A fixed number (dividing every width) lets `fewstep export` write the U-Net as a "
+        "diffusers UNet2DModel",
+        min=1,
+        max=1024,
+    )
     dropout: float = opt(
         0.0,
         "U-Net dropout in residual blocks (Ho et al.: 0.1 on CIFAR-10); sampling and "
@@ -329,7 +337,13 @@ class ScheduleOptConfig:
 @dataclass
 class Config:
     seed: int = opt(0, "seed of the run: model initialisation, minibatches, noise", min=0)
-    device: str = opt("cpu", "torch device: cpu, cuda or cuda:N")
+    device: str = opt("cpu", "torch device: cpu, cuda or cuda:N (training, sampling and FID all run there)")
+    autocast: str = opt(
+        "off",
+        "run the network under bf16 autocast (convolutions and matmuls in bfloat16, the sampler's "
+        "arithmetic and log-densities in float32): off or bf16; meant for cuda",
+        choices=("off", "bf16"),
+    )
     threads: int = opt(
         0,
         "torch CPU threads; 0 = auto: 1 for vector data (small MLP ops lose to threading "

@@ -11,6 +11,7 @@ import copy
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .checkpoint import check_matches, load_checkpoint, load_module, module_tensors, save_checkpoint
 from .config import Config, FinetuneConfig, ModelConfig, to_dict
@@ -36,6 +37,40 @@ def adam(params, lr: float, device: torch.device | str = "cpu") -> torch.optim.A
     return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
+class Autocast(nn.Module):
+    """``net`` run under bf16 autocast, its output returned in the input's dtype.
+
+    Only the network is autocast: the step arithmetic, the noise and the log-densities around it
+    stay float32. The wrapped module's parameters are the network's own (optimisers, EMA and
+    checkpoints keep using the unwrapped network).
+    """
+
+    def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.net, self.device_type, self.compute_dtype = net, device_type, dtype
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.compute_dtype):
+            out = self.net(x, t)
+        return out.to(x.dtype)
+
+    def __getattr__(self, name: str):
+        """Attributes the wrapped module has and a module wrapper lacks (a policy's ``table``, ``dtype``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("net"), name)
+
+
+def network(model: nn.Module, autocast: str = "off", device: torch.device | str = "cpu") -> nn.Module:
+    """The epsilon-model as sampling and fine-tuning call it: ``model`` itself, or under bf16 autocast."""
+    if autocast == "off" or isinstance(model, Autocast):
+        return model
+    if autocast != "bf16":
+        raise FewstepError(f"unknown autocast setting {autocast!r}; choose off or bf16")
+    return Autocast(model, torch.device(device).type)
+
+
 def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module:
     """The epsilon-model for data of ``shape`` (the App. F.1 MLP for vectors, a U-Net for images)."""
     if cfg.kind == "diffusers":
@@ -58,6 +93,7 @@ def build_eps_model(cfg: ModelConfig, shape: tuple[int, ...]) -> torch.nn.Module
             cfg.num_res_blocks,
             cfg.attention_resolutions,
             cfg.dropout,
+            cfg.norm_groups,
         )
     if len(shape) != 1:
         hint = "; set model.kind=unet for images" if len(shape) == 3 else ""

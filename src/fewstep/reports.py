@@ -54,7 +54,7 @@ def report(
     device: str = "cpu",
 ) -> list[str]:
     """Score each (name, model, table); log, draw, and return Markdown lines with the floor."""
-    evaluator = Evaluator(data, config.evaluate, progress)
+    evaluator = Evaluator(data, config.evaluate, progress, device, config.autocast)
     keys = METRICS[evaluator.kind][:2] + ("precision", "recall")
     rows, panels, result = [], [], None
     for name, model, table in entries:

@@ -113,9 +113,15 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
 )
 @config_options("evaluate.repeats=5")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the scores as JSON here.")
+@click.option(
+    "--save-samples",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --checkpoint: also write the scored samples (the first repeat) to this .npy file.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly
-def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
+def evaluate(checkpoint, samples, config_path, overrides, out, save_samples, quiet):
     """Sample quality against held-out data, beside the noise floor: W2, sliced W2 and precision/recall
     for points, FID, KID and precision/recall for images."""
     from ..api import evaluate as score
@@ -127,10 +133,13 @@ def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
     if (checkpoint is None) == (samples is None):
         raise FewstepError("give exactly one of --checkpoint and --samples")
     out = check_output(out, "--out", inputs=(checkpoint, samples, config_path)) if out else None
+    if save_samples and not checkpoint:
+        raise FewstepError("--save-samples goes with --checkpoint (the samples of --samples are already on disk)")
+    save_samples = check_output(save_samples, "--save-samples", suffix=".npy") if save_samples else None
     if checkpoint:
         model, config = _open(checkpoint, config_path, overrides)
         click.echo(f"evaluating {checkpoint} on {config.data.name}")
-        result = score(model, config=config, progress=not quiet)
+        result = score(model, config=config, progress=not quiet, save_samples=save_samples)
     else:
         config = load_config(config_path, overrides)
         x = _load_samples(samples)
@@ -147,6 +156,8 @@ def evaluate(checkpoint, samples, config_path, overrides, out, quiet):
     if out:
         write_text_atomic(out, json.dumps(result, indent=2))
         click.echo(f"scores: {out}")
+    if save_samples:
+        click.echo(f"samples: {save_samples}")
 
 
 def _load_samples(path: str):
@@ -174,6 +185,55 @@ def _load_samples(path: str):
     if not np.isfinite(array).all():
         raise FewstepError(f"samples file {path} contains NaN or infinite values")
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+@click.command()
+@checkpoint_option()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="The pipeline folder to write (model_index.json, unet/, scheduler/); it must not exist or be empty.",
+)
+@click.option(
+    "--scheduler",
+    type=click.Choice(["fewstep", "ddpm"]),
+    default="fewstep",
+    show_default=True,
+    help="fewstep: a FewstepScheduler running the sampler fewstep would use (the fine-tuned one); ddpm: a "
+    "stock DDPMScheduler (the model's T-step DDPM), i.e. a plain DDPMPipeline folder.",
+)
+@config_options("sampler.kind=fastdpm --set sampler.steps=10")
+@friendly
+def export(checkpoint, out, scheduler, config_path, overrides):
+    """Write a model and its sampler as a diffusers pipeline folder.
+
+    The network is written as a diffusers UNet2DModel (fewstep's own U-Net is converted; it needs
+    one GroupNorm group count, model.norm_groups) and the scheduler is a FewstepScheduler stepping
+    through the sampler fewstep would use (the one recorded with the model, e.g. the fine-tuned
+    sampler, or the one the sampler.* settings describe). In diffusers alone:
+    DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)(batch_size=16).images.
+    """
+    from ..api import export as write, sampler_table
+
+    model, config = _open(checkpoint, config_path, overrides)
+    table = sampler_table(model, config)
+    path = write(model, out, table, config, scheduler)
+    params = sum(p.numel() for p in model.model.parameters())
+    if scheduler == "ddpm":
+        click.echo(
+            f"wrote {path}: UNet2DModel ({params / 1e3:.0f}K parameters) and DDPMScheduler "
+            f"({model.schedule.T}-step DDPM); DiffusionPipeline.from_pretrained({str(path)!r}) loads it"
+        )
+        return
+    click.echo(
+        f"wrote {path}: UNet2DModel ({params / 1e3:.0f}K parameters) and FewstepScheduler "
+        f"({table.K}-step {table.name} sampler)"
+    )
+    click.echo(
+        f"sample it with diffusers alone: DiffusionPipeline.from_pretrained({str(path)!r}, "
+        "trust_remote_code=True)(batch_size=16).images"
+    )
 
 
 @click.command("config")

@@ -47,8 +47,9 @@ def mean_sd(values: list[dict[str, float]]) -> tuple[dict[str, float], dict[str,
 class Evaluator:
     """Scores samples of one data set (a :class:`fewstep.data.DataSource`) against held-out data."""
 
-    def __init__(self, data, cfg, progress: bool = False):
+    def __init__(self, data, cfg, progress: bool = False, device: str = "cpu", autocast: str = "off"):
         self.data, self.cfg, self.progress = data, cfg, progress
+        self.device, self.autocast = device, autocast  # where samples are drawn and features computed
         self.kind = data.kind
         self._features = None
 
@@ -57,7 +58,7 @@ class Evaluator:
         if self._features is None:
             from .images import feature_network
 
-            self._features = feature_network(self.data, self.cfg, self.progress)
+            self._features = feature_network(self.data, self.cfg, self.progress, self.device)
         return self._features
 
     def metrics(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
@@ -71,7 +72,7 @@ class Evaluator:
         if self.kind == "images":
             from .images import image_metrics
 
-            return image_metrics(fake, real, self.features(), cfg.neighbours, cfg.seed)
+            return image_metrics(fake, real, self.features(), cfg.neighbours, cfg.seed, self.device)
         exact = len(fake) <= cfg.exact_w2_max
         note(
             f"exact W2 on {len(fake)} points (network simplex; about {40 * (len(fake) / 10_000) ** 2:.0f} s "
@@ -138,12 +139,19 @@ class Evaluator:
 
 
 def evaluate_sampler(
-    model, table, evaluator: Evaluator, n: int | None = None, repeats: int | None = None, device: str = "cpu"
+    model, table, evaluator: Evaluator, n: int | None = None, repeats: int | None = None, device: str | None = None
 ) -> tuple[torch.Tensor, dict]:
-    """Draw samples with ``table`` (a fresh sample seed per repeat) and score them beside the floor."""
+    """Draw samples with ``table`` (a fresh sample seed per repeat) and score them beside the floor.
+
+    Samples are drawn on ``device`` (default: the evaluator's), in batches of ``evaluate.batch_size``
+    (memory O(batch), whatever the number of steps), with the evaluator's autocast setting.
+    """
+    from ..models import network
     from ..rollout import sample
 
     cfg = evaluator.cfg
+    device = device or evaluator.device
+    model = network(model.to(device) if isinstance(model, torch.nn.Module) else model, evaluator.autocast, device)
 
     def draw(size: int, repeat: int) -> torch.Tensor:
         return sample(

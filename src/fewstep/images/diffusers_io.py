@@ -11,12 +11,15 @@ Supported: ``prediction_type="epsilon"`` and fixed variances (``fixed_small`` = 
 ``fixed_large`` = beta). v-prediction, sample prediction, learned variances and dynamic
 thresholding change what the network outputs or how a step is taken, and are refused.
 
-The few-step sampler is recorded in ``fewstep_sampler.json`` at the pipeline root: the
-``timesteps`` in diffusers' order (descending, for ``pipe.scheduler.set_timesteps(timesteps=...)``)
-and the full step table. With ``variance_type="fixed_small"``, ``clip_sample=False`` and a
-sub-sequence that ends at 0, diffusers' DDPM step on those time-steps is the same Gaussian step
-as fewstep's ``ddpm_table(schedule, timesteps, "beta_tilde")``; fine-tuned tables with other
-settings are exact only through fewstep (``load_sampler``).
+``clip_sample`` (the DDPMScheduler default) becomes the sampler's ``clip_x0``: fewstep's step is
+then computed from the clipped x0-prediction, exactly as ``DDPMScheduler.step`` does.
+
+A model is written back (``save_pipeline``, ``fewstep export``) with its sampler: the scheduler is a
+:class:`~fewstep.images.table_scheduler.FewstepScheduler` stepping through the step table (shipped
+in the folder, so ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` samples
+with the fine-tuned few-step sampler in diffusers alone), whose config keeps the original
+DDPMScheduler config (``base_scheduler``); ``fewstep_sampler.json`` records the time-steps and the
+table for fewstep. Such a folder loads back here with its table.
 """
 
 from __future__ import annotations
@@ -56,13 +59,16 @@ class DiffusersEps(nn.Module):
 
 @dataclass
 class DiffusersModel:
-    """What ``load_diffusers`` returns: the epsilon-model, its schedule, the diffusers scheduler,
-    and the fewstep ``sampler.variance`` matching the scheduler's ``variance_type``."""
+    """What ``load_diffusers`` returns: the epsilon-model, its schedule, the DDPMScheduler (the
+    model's own, or the one a fewstep-exported pipeline was made from), the fewstep
+    ``sampler.variance`` matching its ``variance_type``, and the step table a fewstep-exported
+    pipeline samples with (None for a plain pipeline)."""
 
     model: DiffusersEps
     schedule: NoiseSchedule
     scheduler: object
     variance: str
+    table: StepTable | None = None
 
 
 def _read_config(directory: Path, name: str) -> dict:
@@ -121,7 +127,9 @@ def load_diffusers(
         raise FewstepError(
             f"{unet} holds a {unet_config.get('_class_name')!r}; fewstep loads unconditional UNet2DModel networks"
         )
-    sched_config = _read_config(scheduler, "scheduler_config.json")
+    if unet_config.get("num_class_embeds") is not None or unet_config.get("class_embed_type") is not None:
+        raise FewstepError(f"{unet} holds a class-conditional UNet2DModel; fewstep loads unconditional networks")
+    sched_config, table = _scheduler_config(scheduler)
     variance = check_scheduler_config(sched_config, str(scheduler))
     try:
         net = UNet2DModel.from_pretrained(str(unet), low_cpu_mem_usage=False)
@@ -130,31 +138,47 @@ def load_diffusers(
         raise FewstepError(f"cannot load the diffusers model in {unet}: {str(exc).splitlines()[0]}") from None
     name = "diffusers-" + str(sched_config.get("beta_schedule", "custom"))
     schedule = NoiseSchedule(name, sched.betas.to(torch.float64).clone())
-    return DiffusersModel(DiffusersEps(net).eval(), schedule, sched, variance)
+    return DiffusersModel(DiffusersEps(net).eval(), schedule, sched, variance, table)
+
+
+def _scheduler_config(folder: Path) -> tuple[dict, StepTable | None]:
+    """The DDPMScheduler config of a scheduler folder, and the step table of a FewstepScheduler."""
+    config = _read_config(folder, "scheduler_config.json")
+    name = config.get("_class_name", "DDPMScheduler")
+    if name == "FewstepScheduler":
+        base = config.get("base_scheduler")
+        if not isinstance(base, dict) or not isinstance(config.get("table"), dict):
+            raise FewstepError(f"{folder}: the FewstepScheduler config has no base_scheduler or table")
+        return base, table_from_dict(config["table"], str(folder / "scheduler_config.json"))
+    return config, None  # a DDPMScheduler (another scheduler's config is read as DDPMScheduler's: same betas)
 
 
 def save_pipeline(path: str | Path, model: DiffusersEps, scheduler, table: StepTable | None = None) -> Path:
-    """Write ``model`` and ``scheduler`` as a DDPMPipeline directory, with the sampler's
-    time-steps and step table in ``fewstep_sampler.json``."""
-    DDPMPipeline = _diffusers().DDPMPipeline
-
+    """Write ``model`` as a DDPMPipeline directory: with ``table``, its scheduler is a
+    FewstepScheduler stepping through it (``scheduler`` kept as its base config) and the table is
+    also recorded in ``fewstep_sampler.json``; without, ``scheduler`` itself."""
     if not isinstance(model, DiffusersEps):
         raise FewstepError("only diffusers-backed models (load_diffusers) can be written as a DDPMPipeline")
-    path = Path(path)
-    DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(str(path))
-    if table is not None:
-        timesteps = [int(round(float(t))) for t in table.t]
-        record = {"timesteps": timesteps, "num_inference_steps": table.K, "table": table_to_dict(table)}
-        (path / SAMPLER_FILE).write_text(json.dumps(record, indent=1))
-    return path
+    if table is None:
+        _diffusers().DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(str(path))
+        return Path(path)
+    from .export import write_pipeline
+
+    base = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    base["_class_name"] = type(scheduler).__name__
+    return write_pipeline(path, model.unet, scheduler.betas.double().tolist(), base, table)
 
 
 def load_sampler(path: str | Path) -> StepTable:
-    """The step table recorded by ``save_pipeline`` in a pipeline directory."""
+    """The step table recorded by ``save_pipeline`` / ``fewstep export`` in a pipeline directory."""
     file = Path(path) / SAMPLER_FILE
-    if not file.is_file():
+    if file.is_file():
+        return table_from_dict(json.loads(file.read_text())["table"], str(file))
+    scheduler = Path(path) / "scheduler"
+    table = _scheduler_config(scheduler)[1] if (scheduler / "scheduler_config.json").is_file() else None
+    if table is None:
         raise FewstepError(f"{path} has no {SAMPLER_FILE}: it was not written by fewstep with a sampler")
-    return table_from_dict(json.loads(file.read_text())["table"])
+    return table
 
 
 def _shape(unet) -> tuple[int, int, int]:
@@ -204,7 +228,9 @@ def load_diffusers_pretrained(path: str | Path, config=None):
         "diffusers": {"unet": dict(loaded.model.unet.config), "scheduler": scheduler_config},
         "config": to_dict(saved),
     }
-    table = load_sampler(path) if (Path(path) / SAMPLER_FILE).is_file() else None
+    table = loaded.table
+    if table is None and (Path(path) / SAMPLER_FILE).is_file():
+        table = load_sampler(path)
     if table is not None:
         meta["table"] = table_to_dict(table)
     return Pretrained(

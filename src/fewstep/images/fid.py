@@ -95,27 +95,28 @@ def train_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = False,
+    device: str = "cpu",
 ) -> DigitClassifier:
-    """Fit a ``DigitClassifier`` with Adam and cross-entropy (light shift augmentation of 1 pixel)."""
+    """Fit a ``DigitClassifier`` with Adam and cross-entropy (light shift augmentation of 1 pixel) on ``device``."""
     if labels is None:
         raise FewstepError(
             "this data set has no labels to train the FID classifier on; supply Inception weights instead"
         )
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = DigitClassifier(images.shape[1], int(labels.max()) + 1)
+    model = DigitClassifier(images.shape[1], int(labels.max()) + 1).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in progress_bar(range(epochs), enabled=progress, desc="FID classifier", leave=False):
         perm = torch.randperm(len(images), generator=g)
         for start in range(0, len(images), batch_size):
             idx = perm[start : start + batch_size]
             dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
-            x = torch.roll(images[idx], shifts=(dx, dy), dims=(2, 3))
-            loss = F.cross_entropy(model(x), labels[idx])
+            x = torch.roll(images[idx], shifts=(dx, dy), dims=(2, 3)).to(device)
+            loss = F.cross_entropy(model(x), labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return model.eval()
+    return model.cpu().eval()
 
 
 @torch.no_grad()
@@ -130,6 +131,7 @@ def classifier_features(
     epochs: int = 5,
     seed: int = 0,
     progress: bool = False,
+    device: str = "cpu",
 ) -> FeatureExtractor:
     """The feature extractor of the classifier cached at ``path`` (safetensors), trained on
     ``images``/``labels`` and written there first when the file does not exist."""
@@ -145,7 +147,7 @@ def classifier_features(
         model = DigitClassifier(shape[0], meta["num_classes"])
         load_module(model, "classifier", tensors, str(path))
         return FeatureExtractor(model, tensors["stats.mean"], tensors["stats.std"])
-    model = train_classifier(images, labels, epochs=epochs, seed=seed, progress=progress)
+    model = train_classifier(images, labels, epochs=epochs, seed=seed, progress=progress, device=device)
     extractor = FeatureExtractor.fitted(model, images)
     meta = {
         "stage": "fid-classifier",
@@ -195,8 +197,9 @@ def fid_kid(
     kid_subset_size: int = 1000,
     seed: int = 0,
     batch_size: int = 500,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    """FID and KID (mean over subsets) of ``fake`` against ``real`` images with ``features``."""
+    """FID and KID (mean over subsets) of ``fake`` against ``real`` images with ``features`` (run on ``device``)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -205,14 +208,14 @@ def fid_kid(
     n = min(len(fake), len(real))
     if n < 2:
         raise FewstepError(f"FID needs at least 2 images on each side; got {len(fake)} generated and {len(real)} real")
-    fid = FrechetInceptionDistance(feature=features, normalize=True)
+    fid = FrechetInceptionDistance(feature=features, normalize=True).to(device)
     kid = KernelInceptionDistance(
         feature=features, subsets=kid_subsets, subset_size=min(kid_subset_size, n), normalize=True
-    )
+    ).to(device)
     for metric in (fid, kid):
         for images, is_real in ((real, True), (fake, False)):
             for start in range(0, len(images), batch_size):
-                metric.update(images[start : start + batch_size].float().cpu(), real=is_real)
+                metric.update(images[start : start + batch_size].float().to(device), real=is_real)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global generator
         torch.manual_seed(seed)
         kid_mean, _ = kid.compute()

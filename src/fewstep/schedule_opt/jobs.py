@@ -187,9 +187,11 @@ def _save(
         "sampler_timesteps": evaluated_steps(times, schedule.T).tolist(),
         **extra,
     }
-    save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=record)
+    # a model that came from elsewhere (a diffusers pipeline) carries its record, so the checkpoint loads again
+    extra_meta = {**record, **{k: pretrained.meta[k] for k in ("diffusers",) if k in pretrained.meta}}
+    save_model(run.checkpoint(stage), model, config, pretrained.shape, stage, extra_meta=extra_meta)
     write_text_atomic(run.path / f"{stage}.json", json.dumps(record, indent=2))
-    evaluator = Evaluator(data, config.evaluate)
+    evaluator = Evaluator(data, config.evaluate, device=config.device, autocast=config.autocast)
     K = len(times) - 1
     heuristic = (
         ddim_table(schedule, spacing("logsnr", schedule, K))
@@ -198,17 +200,25 @@ def _save(
     )
     # the measured discretisation error on starts that optimisation never saw (offset 1)
     reference = reference_for(model, config, schedule, pretrained.shape, offset=1)
-    rows = {}
+    rows, panels = {}, []
     for name, used in (("optimised", table), (f"{heuristic.name}, log-SNR steps", heuristic)):
-        _, scores = evaluate_sampler(model, used, evaluator, device=config.device)
+        x, scores = evaluate_sampler(model, used, evaluator, device=config.device)
         rmse = output_error(table_output(model, used, reference.x_T), reference) ** 0.5
         rows[name] = {**scores, "discretisation_rmse": rmse}
+        if data.kind == "images":
+            panels.append((f"{name}, {used.K} steps\nFID {scores['model']['fid']:.4g}", x[:64]))
     logged = {
         k: {"model": v["model"], "floor": v["floor"], "discretisation_rmse": v["discretisation_rmse"]}
         for k, v in rows.items()
     }
     run.log({"stage": stage, "step": 0, "times": times.tolist(), **logged})
     cfg = config.schedule_opt
+    figures = ""
+    if panels:
+        from ..plots import grid_figure
+
+        grid_figure(panels, {k: rows["optimised"]["floor"][k] for k in ("fid", "kid")}, run.figure("samples"))
+        figures = "figures: figures/samples.png"
     lines = [
         f"# fewstep {TITLES[stage]} ({data.name}, T={schedule.T}, K={K}, {cfg.method}, {cfg.solver})",
         "",
@@ -217,6 +227,7 @@ def _save(
         "",
         f"times: {[round(float(t), 2) for t in times]}",
         "",
+        figures,
     ]
     for name, v in rows.items():
         lines.append(f"{name}: discretisation RMS {v['discretisation_rmse']:.4g}; {format_scores(v)}")

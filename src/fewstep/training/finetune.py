@@ -22,7 +22,7 @@ from ..config import Config
 from ..data import DataSource
 from ..distributed import setup
 from ..errors import FewstepError
-from ..models import adam, build_baseline, build_critic, set_threads
+from ..models import adam, build_baseline, build_critic, network, set_threads
 from ..pretrained import Pretrained
 from ..runs import Run
 from ..samplers import for_policy_gradient
@@ -90,9 +90,9 @@ def finetune(
     start_table = initial_table(config, pretrained, data, table)
     method = make_method(cfg)
     torch.manual_seed(config.seed + 1)
-    network = pretrained.model.to(ctx.device).eval()
-    generator = Policy(network, start_table, cfg.train, cfg.learn_variance).to(ctx.device)
-    groups = [{"params": list(network.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
+    net = pretrained.model.to(ctx.device).eval()
+    generator = Policy(net, start_table, cfg.train, cfg.learn_variance).to(ctx.device)
+    groups = [{"params": list(net.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
     if generator.coefficient_parameters():
         groups.append({"params": generator.coefficient_parameters(), "lr": cfg.lr_table})
     if generator.std_parameters():
@@ -105,7 +105,7 @@ def finetune(
         "baseline": Part(baseline, adam(baseline.parameters(), cfg.lr_baseline, ctx.device)),
     }
     nets = Nets(
-        generator,
+        network(generator, config.autocast, ctx.device),  # rollouts and log-densities (bf16 autocast if set)
         critic,
         baseline,
         parts["generator"].optimizer,

@@ -36,7 +36,7 @@ def sample_monitor(
     repeat, the floor beside them), and the name of the watched metric. ``table`` is the sampler,
     a function of the model giving it, or None (``config.sampler``'s)."""
     cfg = dataclasses.replace(config.evaluate, n_samples=config.evaluate.train_samples, repeats=1)
-    evaluator = Evaluator(data, cfg)
+    evaluator = Evaluator(data, cfg, device=device, autocast=config.autocast)
 
     def evaluate(model: torch.nn.Module) -> dict:
         used = _table(table, model) or build_table(config.sampler, schedule, model, data.train())

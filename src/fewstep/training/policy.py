@@ -56,6 +56,14 @@ class Policy(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.network(x, t)
 
+    def train(self, mode: bool = True) -> "Policy":
+        """The network stays in eval mode whatever the policy's mode (no dropout, frozen norm statistics):
+        a rollout and the re-scoring of its steps must see the same network, or the policy gradient is
+        not that of the sampler being tuned (the reference implementation fine-tunes in eval mode too)."""
+        super().train(mode)
+        self.network.eval()
+        return self
+
     @property
     def dtype(self) -> torch.dtype:
         """The network's dtype (the table's coefficients are float64)."""

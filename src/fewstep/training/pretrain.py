@@ -17,7 +17,7 @@ import torch
 from ..config import Config
 from ..data import DataSource
 from ..distributed import SINGLE, Context, average, average_gradients, setup
-from ..models import adam, build_eps_model, set_threads
+from ..models import adam, build_eps_model, network, set_threads
 from ..runs import Run
 from ..schedules import NoiseSchedule, make_schedule
 from .loop import Part, Result, Stage, train
@@ -94,12 +94,13 @@ def pretrain(
     optimizer = adam(model.parameters(), cfg.lr, ctx.device)
     random = torch.Generator().manual_seed(config.seed)
     loss_fn = EpsilonLoss(schedule)
+    net = network(model, config.autocast, ctx.device)  # bf16 autocast of the network if configured
 
     recent: list[float] = []
 
     def step(i: int) -> dict:
         idx = torch.randint(0, len(train_x), (cfg.batch_size,), generator=random)
-        loss = loss_fn(model, train_x[idx.to(ctx.device)], random, ctx).mean()
+        loss = loss_fn(net, train_x[idx.to(ctx.device)], random, ctx).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(model, ctx)
