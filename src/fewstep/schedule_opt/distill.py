@@ -113,7 +113,7 @@ def finetune_on_path(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        return {"loss": float(loss.detach()), "drift": float(drift.detach()) if torch.is_tensor(drift) else float(drift)}
+        return {"loss": float(loss.detach()), "drift": float(torch.as_tensor(drift).detach())}
 
     stage = Stage(
         "phase2",
