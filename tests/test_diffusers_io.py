@@ -11,7 +11,8 @@ pytest.importorskip("diffusers")
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
 from fewstep.errors import FewstepError  # noqa: E402
-from fewstep.images.diffusers_io import SAMPLER_FILE, load_diffusers, load_sampler, save_pipeline  # noqa: E402
+from fewstep.images.diffusers_io import SAMPLER_FILE, load_diffusers, load_sampler  # noqa: E402
+from fewstep.images.export import save_pipeline  # noqa: E402
 from fewstep.samplers import ddpm_table  # noqa: E402
 
 

@@ -14,7 +14,7 @@ thresholding change what the network outputs or how a step is taken, and are ref
 ``clip_sample`` (the DDPMScheduler default) becomes the sampler's ``clip_x0``: fewstep's step is
 then computed from the clipped x0-prediction, exactly as ``DDPMScheduler.step`` does.
 
-A model is written back (``save_pipeline``, ``fewstep export``) with its sampler: the scheduler is a
+A model is written back (``export.save_pipeline``, ``fewstep export``) with its sampler: the scheduler is a
 :class:`~fewstep.images.table_scheduler.FewstepScheduler` stepping through the step table (shipped
 in the folder, so ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` samples
 with the fine-tuned few-step sampler in diffusers alone), whose config keeps the original
@@ -153,24 +153,8 @@ def _scheduler_config(folder: Path) -> tuple[dict, StepTable | None]:
     return config, None  # a DDPMScheduler (another scheduler's config is read as DDPMScheduler's: same betas)
 
 
-def save_pipeline(path: str | Path, model: DiffusersEps, scheduler, table: StepTable | None = None) -> Path:
-    """Write ``model`` as a DDPMPipeline directory: with ``table``, its scheduler is a
-    FewstepScheduler stepping through it (``scheduler`` kept as its base config) and the table is
-    also recorded in ``fewstep_sampler.json``; without, ``scheduler`` itself."""
-    if not isinstance(model, DiffusersEps):
-        raise FewstepError("only diffusers-backed models (load_diffusers) can be written as a DDPMPipeline")
-    if table is None:
-        _diffusers().DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(str(path))
-        return Path(path)
-    from .export import write_pipeline
-
-    base = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    base["_class_name"] = type(scheduler).__name__
-    return write_pipeline(path, model.unet, scheduler.betas.double().tolist(), base, table)
-
-
 def load_sampler(path: str | Path) -> StepTable:
-    """The step table recorded by ``save_pipeline`` / ``fewstep export`` in a pipeline directory."""
+    """The step table recorded by ``export.save_pipeline`` / ``fewstep export`` in a pipeline directory."""
     file = Path(path) / SAMPLER_FILE
     if file.is_file():
         return table_from_dict(json.loads(file.read_text())["table"], str(file))

@@ -250,3 +250,19 @@ def write_pipeline(out: str | Path, unet, betas: list[float], base: dict, table:
     record = {"timesteps": timesteps, "num_inference_steps": table.K, "table": table_to_dict(table)}
     (out / SAMPLER_FILE).write_text(json.dumps(record, indent=1))
     return out
+
+
+def save_pipeline(path: str | Path, model, scheduler, table: StepTable | None = None) -> Path:
+    """Write ``model`` as a DDPMPipeline directory: with ``table``, its scheduler is a
+    FewstepScheduler stepping through it (``scheduler`` kept as its base config) and the table is
+    also recorded in ``fewstep_sampler.json``; without, ``scheduler`` itself."""
+    from .diffusers_io import DiffusersEps
+
+    if not isinstance(model, DiffusersEps):
+        raise FewstepError("only diffusers-backed models (load_diffusers) can be written as a DDPMPipeline")
+    if table is None:
+        _diffusers().DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(str(path))
+        return Path(path)
+    base = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    base["_class_name"] = type(scheduler).__name__
+    return write_pipeline(path, model.unet, scheduler.betas.double().tolist(), base, table)
