@@ -82,6 +82,8 @@ def run_peer(workdir: Path, epochs: int, finetune_epochs: int | None) -> dict:
     work = workdir / "peer"
     if not (work / "train.py").is_file():
         shutil.copytree(PEER, work, dirs_exist_ok=True)
+        for path in [work, *work.rglob("*")]:  # the shared copy is read-only; the peer writes beside its code
+            path.chmod(path.stat().st_mode | 0o200)
     env = {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     times = {}
     if not (work / "swiss.pt").is_file():
