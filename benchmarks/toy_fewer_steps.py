@@ -31,7 +31,7 @@ from fewstep.samplers import build_table, for_policy_gradient
 
 
 def main():
-    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", 2000)
+    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", 3000)
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     args = parser.parse_args()
