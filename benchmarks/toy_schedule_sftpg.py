@@ -49,7 +49,12 @@ def main():
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     parser.add_argument("--nfe", type=int, nargs="+", default=[4, 10], help="numbers of steps")
     parser.add_argument("--eta", type=float, default=0.5, help="DDIM stochasticity of the fine-tuning start")
-    parser.add_argument("--learn-variance", action="store_true", help="also train the per-step std")
+    parser.add_argument(
+        "--learn-variance",
+        choices=["none", "last", "all"],
+        default=None,
+        help="finetune.learn_variance (default: the library's, the last step's std)",
+    )
     args = parser.parse_args()
     info = budget(args)
     if args.quick:
@@ -59,7 +64,7 @@ def main():
         base = toy_config(data, args.pretrain_steps)
         model, _ = pretrained(base, args.progress)
         schedule = model.schedule
-        extra = ["finetune.learn_variance=true"] if args.learn_variance else []
+        extra = [f"finetune.learn_variance={args.learn_variance}"] if args.learn_variance else []
         config = load_config(None, finetune_overrides(args, extra), base=to_dict(base))
         for K in args.nfe:
             logsnr = spacing("logsnr", schedule, K)
