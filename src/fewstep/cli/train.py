@@ -14,7 +14,7 @@ QUICKSTART_DEFAULTS = [
     "data.name=swiss_roll",
     "schedule.kind=sigmoid",
     "schedule.T=10",
-    "pretrain.steps=6000",
+    "pretrain.steps=20000",
     "pretrain.batch_size=256",
     "evaluate.n_samples=5000",
 ]
