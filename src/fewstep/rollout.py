@@ -157,7 +157,7 @@ def chain(
     for k in range(table.K):
         mean, eps = step_mean(model, table, x, k, eps_prev, x_prev)
         std = table.s[k]  # a tensor: the sample is differentiable in a trained std too
-        x_next = mean + std.to(mean) * noise(k + 1) if float(std) > 0 else mean
+        x_next = mean + std.to(mean) * noise(k + 1) if float(std.detach()) > 0 else mean
         yield k, x, mean, x_next
         if multistep:
             eps_prev, x_prev = eps, x
@@ -208,7 +208,7 @@ def rollout(
         std = table.s[k]
         if states_only:
             lp = None
-        elif float(std) > 0:
+        elif float(std.detach()) > 0:
             lp = gaussian_log_prob(x_next, mean, std.expand(x.shape[0]).to(x.device))
         else:
             lp = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
