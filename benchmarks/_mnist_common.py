@@ -89,6 +89,36 @@ class Commands:
         return round(sum(r["cpu_s"] for r in self.history) / 60, 1)
 
 
+def budget_record(args, T: int, schedule: str, finetune_sets: list[str], paper: str, **extra) -> dict:
+    """The budget a table ran at (written into its JSON and printed first)."""
+    record = {
+        "image_size": 28,
+        "config": str(CONFIG.relative_to(CONFIG.parents[2])),
+        "T": T,
+        "schedule": schedule,
+        "pretrain_steps": args.pretrain_steps,
+        "pretrain_batch": 64,
+        "finetune": finetune_sets,
+        **extra,
+        "extra": args.overrides,
+        "paper": paper,
+        "quick": args.quick,
+    }
+    print("budget:", record, flush=True)
+    return record
+
+
+def pretrain_once(c: "Commands", name: str, steps: int, sets: list[str]) -> tuple[Path, Path, dict]:
+    """``fewstep pretrain`` with the benchmark config (cached; an interrupted run resumes): the run
+    directory, its checkpoint and the row of its final evaluation."""
+    pre = c.work / name
+    ckpt = pre / "checkpoints" / "pretrain.safetensors"
+    argv = ["pretrain", "--config", str(CONFIG), "--set", f"pretrain.steps={steps}"]
+    argv += [arg for s in sets for arg in ("--set", s)]
+    c.run(name, [*argv, "--run-dir", str(pre), "--quiet"], done=pre / "summary.md", resume=ckpt)
+    return pre, ckpt, run_evaluations(pre)[-1]
+
+
 def evaluation(path: Path) -> dict:
     """The JSON written by ``fewstep evaluate --out``."""
     return json.loads(Path(path).read_text())

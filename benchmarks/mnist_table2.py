@@ -25,11 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mnist_common import (  # noqa: E402
-    CONFIG,
     RESULTS,
     Commands,
+    budget_record,
     curve,
     evaluation,
+    pretrain_once,
     row,
     run_evaluations,
     table_markdown,
@@ -82,32 +83,18 @@ def main() -> None:
         f"finetune.checkpoint_every={args.iterations}",
         f"finetune.log_every={every}",
     ]
-    budget = {
-        "image_size": 28,
-        "config": str(CONFIG.relative_to(CONFIG.parents[2])),
-        "T": 10,
-        "schedule": "cosine",
-        "pretrain_steps": args.pretrain_steps,
-        "pretrain_batch": 64,
-        "finetune": finetune_sets,
-        "seeds": args.seeds,
-        "extra": args.overrides,
-        "paper": "60K digits, 100 fine-tuning epochs at generator lr 1e-6, m = 128, critic 256/512/1024",
-        "quick": args.quick,
-    }
-    print("budget:", budget, flush=True)
+    budget = budget_record(
+        args,
+        10,
+        "cosine",
+        finetune_sets,
+        "60K digits, 100 fine-tuning epochs at generator lr 1e-6, m = 128, critic 256/512/1024",
+        seeds=args.seeds,
+    )
     c = Commands(args.work, args.overrides)
     w = c.work
-    pre = w / "pretrain-T10"
-    ckpt = pre / "checkpoints" / "pretrain.safetensors"
-    c.run(
-        "pretrain-T10",
-        ["pretrain", "--config", str(CONFIG), "--set", "schedule.kind=cosine", "--set", "schedule.T=10"]
-        + ["--set", f"pretrain.steps={args.pretrain_steps}", "--run-dir", str(pre), "--quiet"],
-        done=pre / "summary.md",
-        resume=ckpt,
-    )
-    unclipped = run_evaluations(pre)[-1]
+    cosine10 = ["schedule.kind=cosine", "schedule.T=10"]
+    pre, ckpt, unclipped = pretrain_once(c, "pretrain-T10", args.pretrain_steps, cosine10)
     rows = [row("DDPM T=10, no x0 clipping", 10, unclipped, cpu_min=round(c.history[-1]["cpu_s"] / 60, 1))]
     out = w / "t2-ddpm10-clip.json"
     c.run(

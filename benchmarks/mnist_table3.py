@@ -33,8 +33,10 @@ from _mnist_common import (  # noqa: E402
     CONFIG,
     RESULTS,
     Commands,
+    budget_record,
     curve,
     evaluation,
+    pretrain_once,
     row,
     run_evaluations,
     table_markdown,
@@ -111,32 +113,13 @@ def main() -> None:
         f"finetune.log_every={every}",
         "finetune.checkpoint_every=25",
     ]
-    budget = {
-        "image_size": 28,
-        "config": str(CONFIG.relative_to(CONFIG.parents[2])),
-        "T": 1000,
-        "schedule": "linear",
-        "pretrain_steps": args.pretrain_steps,
-        "pretrain_batch": 64,
-        "finetune": finetune_sets,
-        "extra": args.overrides,
-        "paper": "CIFAR-10/CelebA; generator lr 1e-6, m = 128, critic 256/512/1024",
-        "quick": args.quick,
-    }
-    print("budget:", budget, flush=True)
+    budget = budget_record(
+        args, 1000, "linear", finetune_sets, "CIFAR-10/CelebA; generator lr 1e-6, m = 128, critic 256/512/1024"
+    )
     c = Commands(args.work, args.overrides)
     w = c.work
-    pre = w / "pretrain-T1000"
-    ckpt = pre / "checkpoints" / "pretrain.safetensors"
     # every sampler clips its x0-prediction to [-1, 1] (diffusers' clip_sample, its DDPMScheduler default)
-    c.run(
-        "pretrain-T1000",
-        ["pretrain", "--config", str(CONFIG), "--set", f"pretrain.steps={args.pretrain_steps}"]
-        + ["--set", "sampler.clip_x0=1", "--run-dir", str(pre), "--quiet"],
-        done=pre / "summary.md",
-        resume=ckpt,
-    )
-    full = run_evaluations(pre)[-1]
+    pre, ckpt, full = pretrain_once(c, "pretrain-T1000", args.pretrain_steps, ["sampler.clip_x0=1"])
     rows = [row("DDPM, 1000 steps", full["steps"], full, cpu_min=round(c.history[-1]["cpu_s"] / 60, 1))]
     grids = {"DDPM, 1000 steps": grid(c, "grid-ddpm1000", ckpt)}  # 64 samples (the pretrain run keeps a PNG)
     for name, extra in ROWS.items():
