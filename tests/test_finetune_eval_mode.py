@@ -32,6 +32,12 @@ def dropout_unet() -> UNet:
     return net
 
 
+def dropout_config(finetune: list[str]):
+    """A tiny U-Net run on the digits with dropout 0.1, and the given fine-tuning settings."""
+    base = ["data.name=digits", "model.kind=unet", "model.channels=8", "model.norm_groups=4", "model.dropout=0.1"]
+    return load_config(None, [*base, "schedule.kind=linear", f"schedule.T={T}", *finetune])
+
+
 def rescoring_gap(model, table, noise) -> float:
     """max over steps and chains of |log p at rollout - log p re-scored|, in nats."""
     with torch.no_grad():
@@ -53,16 +59,8 @@ def test_dropout_makes_train_mode_rescoring_disagree():
 def test_finetuning_rollouts_are_rescored_by_the_same_network(monkeypatch, tmp_path):
     """In the real loop: every rollout's log-densities equal their re-scoring, and every call of the
     generator is in eval mode (fails on a loop that puts the generator in train mode)."""
-    config = load_config(
-        None,
+    config = dropout_config(
         [
-            "data.name=digits",
-            "model.kind=unet",
-            "model.channels=8",
-            "model.norm_groups=4",
-            "model.dropout=0.1",
-            "schedule.kind=linear",
-            f"schedule.T={T}",
             "finetune.iterations=2",
             "finetune.batch_size=8",
             "finetune.n_critic=2",
@@ -106,16 +104,8 @@ def test_the_checkpoint_keeps_dropout_for_later_training(tmp_path, stage):
     """Eval mode is how the loop runs the network; the model itself keeps its dropout setting."""
     from fewstep.runs import Run
 
-    config = load_config(
-        None,
+    config = dropout_config(
         [
-            "data.name=digits",
-            "model.kind=unet",
-            "model.channels=8",
-            "model.norm_groups=4",
-            "model.dropout=0.1",
-            "schedule.kind=linear",
-            f"schedule.T={T}",
             "finetune.iterations=1",
             "finetune.batch_size=4",
             "finetune.n_critic=1",
