@@ -19,6 +19,7 @@ from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict, valid
 from .data import DataSource
 from .errors import FewstepError
 from .fields import shown
+from .files import write_npy_atomic
 from .evaluation import Evaluator, evaluate_sampler
 from .models import load_pretrained, network
 from .pretrained import Pretrained
@@ -147,9 +148,7 @@ def evaluate(
     used = table or chosen
     x, result = evaluate_sampler(model.model.to(config.device), used, evaluator, device=config.device)
     if save_samples is not None:
-        import numpy as np
-
-        np.save(save_samples, x.numpy())
+        write_npy_atomic(save_samples, x.numpy())
     return {**result, "sampler": f"{used.K}-step {used.name}"}
 
 

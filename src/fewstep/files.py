@@ -41,6 +41,17 @@ SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 """The temporary file safetensors' ``save_file`` writes next to its target before renaming it."""
 
 
+def write_npy_atomic(path: str | Path, array) -> None:
+    """A numpy array (or CPU tensor) as a .npy file, written atomically."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+
+    write_atomic(path, write)
+
+
 def is_temporary(path: Path) -> bool:
     return path.name.endswith(TEMP_SUFFIX) or bool(SAFETENSORS_TEMPORARY.fullmatch(path.name))
 

@@ -66,11 +66,10 @@ def _open(checkpoint: str, config_path, overrides):
 @friendly
 def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, overrides, quiet):
     """Draw samples with the sampler recorded in the model, or the one --set sampler.* describes."""
-    import numpy as np
 
     from ..api import sample as draw
     from ..errors import FewstepError
-    from ..files import write_atomic
+    from ..files import write_npy_atomic
     from ..preflight import FIGURE_SUFFIXES, sampling
 
     inputs = (checkpoint, config_path)
@@ -83,11 +82,7 @@ def sample(checkpoint, num_samples, seed, batch_size, out, figure, config_path, 
     table, data = sampling(model, config, num_samples, seed, batch_size, need_data=bool(figure) and model.shape == (2,))
     x = draw(model, num_samples, seed, table, batch_size, progress=not quiet, config=config)
 
-    def save(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, x.numpy())
-
-    write_atomic(out, save)
+    write_npy_atomic(out, x.numpy())
     noun = "sample" if num_samples == 1 else "samples"
     click.echo(f"wrote {num_samples} {noun} ({table.K}-step {table.name} sampler) to {out}")
     if figure:
