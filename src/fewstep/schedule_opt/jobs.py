@@ -193,11 +193,8 @@ def _save(
     write_text_atomic(run.path / f"{stage}.json", json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate, device=config.device, autocast=config.autocast)
     K = len(times) - 1
-    heuristic = (
-        ddim_table(schedule, spacing("logsnr", schedule, K))
-        if config.schedule_opt.solver == "ddim"
-        else dpm_solver_pp_2m_table(schedule, spacing("logsnr", schedule, K))
-    )
+    solver_table = ddim_table if config.schedule_opt.solver == "ddim" else dpm_solver_pp_2m_table
+    heuristic = solver_table(schedule, spacing("logsnr", schedule, K))
     # the measured discretisation error on starts that optimisation never saw (offset 1)
     reference = reference_for(model, config, schedule, pretrained.shape, offset=1)
     rows, panels = {}, []
