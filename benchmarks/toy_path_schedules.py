@@ -292,36 +292,19 @@ def main(argv=None) -> int:
 
 
 def figure(result: dict, path: Path) -> None:
-    """Discretisation error against NFE (log scale), one panel per data set: every method, the new ones bold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Discretisation error (mean, +-1 sd band over batches) against NFE, one figure per data set."""
+    from fewstep.plots import curves
 
     rows = [r for r in result["rows"] if "error" in r]
-    names = list(dict.fromkeys(r["data"] for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
-    colours = plt.get_cmap("tab20").colors
-    for ax, name in zip(axes[0], names):
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in rows if r["data"] == name)):
+    for name in dict.fromkeys(r["data"] for r in rows):
+        series, spread = {}, {}
+        for method in dict.fromkeys(r["method"] for r in rows if r["data"] == name):
             mine = sorted((r for r in rows if r["data"] == name and r["method"] == method), key=lambda r: r["nfe"])
-            new = method.startswith(("path-bound", "dpm_solver++_2m/refined"))
-            ax.plot(
-                [r["nfe"] for r in mine],
-                [r["error"]["mean"] for r in mine],
-                marker="o",
-                color=colours[i % len(colours)],
-                lw=2.5 if new else 1,
-                alpha=1 if new else 0.6,
-                label=method,
-            )
-        ax.set(yscale="log", xlabel="NFE", ylabel="RMS distance to the 1000-step DDIM output", title=name)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}")
+            series[method] = ([r["nfe"] for r in mine], [r["error"]["mean"] for r in mine])
+            spread[method] = [r["error"]["std"] for r in mine]
+        out = path.with_name(f"{path.stem}_{name}.png")
+        curves(series, out, "NFE", "RMS distance to the 1000-step DDIM output", logy=True, title=name, spread=spread)
+        print(f"wrote {out}")
 
 
 def markdown(result: dict) -> str:

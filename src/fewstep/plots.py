@@ -118,8 +118,9 @@ def curves(
 ) -> None:
     """Lines ``name -> (x, y)`` (with a +-1 sd band from ``spread``), and the noise floor as a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, (x, y) in series.items():
-        (line,) = ax.plot(x, y, label=name, marker="o" if len(x) < 20 else None, ms=3)
+    colours = plt.get_cmap("tab20" if len(series) > 10 else "tab10").colors  # distinct colours for every line
+    for i, (name, (x, y)) in enumerate(series.items()):
+        (line,) = ax.plot(x, y, label=name, marker="o" if len(x) < 20 else None, ms=3, color=colours[i % len(colours)])
         if spread and name in spread:
             y, sd = np.asarray(y, dtype=float), np.asarray(spread[name], dtype=float)
             ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.2)
