@@ -14,8 +14,9 @@ import torch
 from click.testing import CliRunner
 
 pytest.importorskip("diffusers")
-from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel  # noqa: E402
+from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline  # noqa: E402
 
+from _diffusers import tiny_unet  # noqa: E402
 from fewstep.cli import main  # noqa: E402
 from fewstep.models import load_pretrained  # noqa: E402
 
@@ -56,17 +57,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A DDPMPipeline folder as diffusers writes it; clip_sample=True (the DDPMScheduler default)."""
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    unet = tiny_unet()
     folder = tmp_path_factory.mktemp("pipe") / "ddpm"
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
     return folder

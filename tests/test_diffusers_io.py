@@ -8,11 +8,12 @@ import pytest
 import torch
 
 pytest.importorskip("diffusers")
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
+from diffusers import DDPMPipeline, DDPMScheduler  # noqa: E402
 
 from fewstep.errors import FewstepError  # noqa: E402
 from fewstep.images.diffusers_io import SAMPLER_FILE, load_diffusers, load_sampler  # noqa: E402
 from fewstep.images.export import save_pipeline  # noqa: E402
+from _diffusers import tiny_unet  # noqa: E402
 from fewstep.samplers import ddpm_table  # noqa: E402
 
 
@@ -22,20 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_unet() -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
 
 
 @pytest.fixture()
