@@ -37,8 +37,8 @@ from ..errors import Diverged
 from ..rollout import GeneratorNoise, Trajectory, rollout, step_log_prob, step_mean
 from ..steps import StepTable
 
-CHUNK_ROWS = 1024
-"""Rows of (step, trajectory) pairs per chunk of R_B: its memory does not grow with K."""
+CHUNK_ROWS = 512
+"""Rows of (step, trajectory) pairs per chunk of R_B (at least one step): its memory does not grow with K."""
 
 
 @dataclass
@@ -121,14 +121,22 @@ class BaselineRegulariser:
         self.lam = lam
 
     def backward(self, nets: Nets, traj: Trajectory, real: torch.Tensor, random: torch.Generator, ctx: Context) -> dict:
+        """Gradients of -(g - lambda R_B) for the critic and of lambda R_B for the baseline.
+
+        R_B runs in chunks of steps (memory flat in K). The critic enters R_B only through f(x_0):
+        the chunks back-propagate into a detached copy ``f0`` of it, and its accumulated gradient
+        d(lambda R_B)/df(x_0) is pushed through the critic once, with g's, so the critic is
+        evaluated on the fake batch once per round whatever K is.
+        """
         f_fake = critic_values(nets.critic, traj.x0)
         gap = f_fake.mean() - critic_values(nets.critic, real).mean()  # g of eq. 6, m fake vs m real
-        (-gap).backward()
+        f0 = f_fake.detach().requires_grad_(True)
         residual = 0.0
-        for steps in step_chunks(traj.K, traj.x.shape[1]):  # R_B in chunks: memory flat in K
-            part = baseline_residual(critic_values(nets.critic, traj.x0), nets.baseline, traj, steps)
-            (self.lam * part).backward()
+        for steps in step_chunks(traj.K, traj.x.shape[1]):
+            part = baseline_residual(f0, nets.baseline, traj, steps)
+            (self.lam * part).backward()  # baseline gradients, and d(lambda R_B)/df0 into f0.grad
             residual += part.item()
+        (-gap + (f_fake * f0.grad).sum()).backward()
         return {"gap": gap.item(), "r_b": residual, "critic_peak": float(f_fake.detach().abs().max())}
 
 
