@@ -86,8 +86,10 @@ def test_finetuning_rollouts_are_rescored_by_the_same_network(monkeypatch, tmp_p
             for k in range(table.K):
                 rescored = step_log_prob(model, table, traj.x[k], traj.x[k + 1], k)
                 # the rollout's own log-density when it kept one, else a second re-scoring of the same step
-                recorded = traj.log_prob[k] if traj.log_prob is not None else step_log_prob(
-                    model, table, traj.x[k], traj.x[k + 1], k
+                recorded = (
+                    traj.log_prob[k]
+                    if traj.log_prob is not None
+                    else step_log_prob(model, table, traj.x[k], traj.x[k + 1], k)
                 )
                 gaps.append(float((rescored - recorded).abs().max()))
         return traj

@@ -16,7 +16,7 @@ from _sampler_models import noise_block
 from fewstep.rollout import rollout
 from fewstep.steps import StepTable
 from fewstep.training.policy import Policy
-from fewstep.training.sftpg import Nets, last_step_pathwise_sum, pathwise_objective, policy_gradient_sum
+from fewstep.training.sftpg import Nets, tail_pathwise_sum, pathwise_objective, policy_gradient_sum
 
 K = 3
 U, Q = 0.7, 0.4
@@ -112,15 +112,16 @@ def estimates(kind: str, batches: int = 40, n: int = 5000, baseline=None) -> tor
         noise = noise_block(K, n, (1,), 1000 + i)
         if kind == "pathwise":
             loss = pathwise_objective(nets, TABLE, noise)
-        elif kind == "last_pathwise":  # eq. 20 on steps 0..K-2, the reparameterised final step
+        elif kind.startswith("tail"):  # eq. 20 on steps 0..K-L-1, the final L steps reparameterised
+            L = int(kind[4:])
             with torch.no_grad():
                 traj = rollout(model, TABLE, noise)
             x_in, x_out, x0, k = all_steps(traj)
-            z = noise[-1]
-            earlier = k < K - 1
+            earlier = k < K - L
+            # every chain's tail, once per tail step it has in the buffer (L entries): weight K / L each
+            tail = tail_pathwise_sum(nets, TABLE, traj.x[K - L], noise[K - L + 1 :]) * L
             loss = (
-                policy_gradient_sum(nets, TABLE, (x_in[earlier], x_out[earlier], x0[earlier], k[earlier]), True)
-                + last_step_pathwise_sum(nets, TABLE, traj.x[-2], z)
+                policy_gradient_sum(nets, TABLE, (x_in[earlier], x_out[earlier], x0[earlier], k[earlier]), True) + tail
             ) / (K * n)
         else:
             with torch.no_grad():
@@ -164,7 +165,12 @@ def test_policy_gradient_with_arbitrary_baseline_eq20_is_unbiased():
 
 def test_policy_gradient_with_a_reparameterised_last_step_is_unbiased():
     """eq. 20 on the first K - 1 steps plus the pathwise gradient of the final step (finetune.last_step)."""
-    _assert_unbiased(estimates("last_pathwise"), analytic_gradient())
+    _assert_unbiased(estimates("tail1"), analytic_gradient())
+
+
+def test_policy_gradient_with_a_reparameterised_tail_of_two_steps_is_unbiased():
+    """finetune.pathwise_steps = 2: eq. 20 on the first K - 2 steps, the last two back-propagated through."""
+    _assert_unbiased(estimates("tail2"), analytic_gradient())
 
 
 def test_learned_last_std_gets_the_analytic_gradient():
@@ -176,7 +182,7 @@ def test_learned_last_std_gets_the_analytic_gradient():
         noise = noise_block(K, 5000, (1,), 2000 + i)
         with torch.no_grad():
             traj = rollout(policy, policy.table, noise)
-        last_step_pathwise_sum(nets, policy.table, traj.x[-2], noise[-1]).div(K * 5000).backward()  # mean f(x_0)
+        tail_pathwise_sum(nets, policy.table, traj.x[-2], noise[-1:]).div(K * 5000).backward()  # mean f(x_0)
         grads.append(policy.log_s.grad.clone())
     _assert_unbiased(torch.stack(grads), torch.tensor([2 * Q * float(TABLE.s[-1]) ** 2]))
 

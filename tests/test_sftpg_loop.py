@@ -69,7 +69,7 @@ def test_buffer_holds_every_step_and_samples_uniformly():
     traj = Trajectory(x=x, mean=x[1:], std=torch.ones(K), log_prob=torch.zeros(K, rounds * n))
     buffer = Buffer(traj, rounds, n)
     assert len(buffer) == rounds * K * n
-    x_in, x_out, x0, k, _ = buffer.sample(40_000, torch.Generator().manual_seed(0))
+    x_in, x_out, x0, k = buffer.sample(40_000, torch.Generator().manual_seed(0))[:4]
     assert torch.equal(x_out, x_in + 1)  # consecutive states of the same chain
     assert torch.equal(x_in[:, 0] % 10, k.float())  # the step index matches the state
     chain = torch.div(x_in[:, 0], 10, rounding_mode="floor")

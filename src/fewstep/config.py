@@ -213,10 +213,18 @@ class FinetuneConfig:
         "the step's own noise z: no 1/sigma_1 factor on baseline errors) or pg (eq. 20, as the paper)",
         choices=("pathwise", "pg"),
     )
+    pathwise_steps: int = opt(
+        1,
+        "with last_step=pathwise: how many final steps are reparameterised and back-propagated through together "
+        "(1: the final step only; the earlier steps keep eq. 20's policy gradient)",
+        min=1,
+        max=100_000,
+    )
     learn_variance: str = opt(
         "last",
-        "trainable log-std of the sampler's steps, initialised at the table's: none (the paper), last (the final "
-        "step's, trained by the pathwise gradient) or all (every step's; the others by the policy gradient)",
+        "trainable log-std of the sampler's steps, initialised at the table's: none (the paper), last (the "
+        "reparameterised final pathwise_steps steps', trained by the pathwise gradient) or all (every step's; the "
+        "others by the policy gradient)",
         choices=("none", "last", "all"),
     )
     lr_std: float = opt(1e-2, "Adam learning rate of the learned log-stds (follows lr_schedule)", above=0.0, max=10.0)

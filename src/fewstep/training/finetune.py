@@ -91,7 +91,8 @@ def finetune(
     method = make_method(cfg)
     torch.manual_seed(config.seed + 1)
     net = pretrained.model.to(ctx.device).eval()
-    generator = Policy(net, start_table, cfg.train, cfg.learn_variance).to(ctx.device)
+    tail = cfg.pathwise_steps if cfg.last_step == "pathwise" else 1
+    generator = Policy(net, start_table, cfg.train, cfg.learn_variance, tail).to(ctx.device)
     groups = [{"params": list(net.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
     if generator.coefficient_parameters():
         groups.append({"params": generator.coefficient_parameters(), "lr": cfg.lr_table})

@@ -8,9 +8,10 @@ further choices are offered (``finetune.train`` and ``finetune.learn_variance``)
   and s instead. The log-density of a step depends on them directly, so the update needs no
   backward pass through the network: cheap for large models.
 * ``learn_variance``: a log-std, initialised at the table's std, trained by the same objective
-  (the paper's Section 6.4 names learning the variances as future work): of the final step only
-  (``last``: with the reparameterised final step its gradient is direct and low-variance) or of
-  every step (``all``: the earlier steps' by the score-function gradient, which hardly moves them).
+  (the paper's Section 6.4 names learning the variances as future work): of the final ``tail``
+  steps only (``last``: the steps reparameterised by ``finetune.pathwise_steps``, whose gradient is
+  direct and low-variance) or of every step (``all``: the earlier steps' by the score-function
+  gradient, which hardly moves them).
 
 A :class:`Policy` is an ``nn.Module`` whose forward is the network's, and whose :attr:`table` is a
 ``StepTable`` built from its parameters; rollouts and re-scoring both read that table, so they
@@ -33,7 +34,9 @@ VARIANCES = ("none", "last", "all")
 
 
 class Policy(nn.Module):
-    def __init__(self, network: nn.Module, table: StepTable, train: str = "network", learn_variance: str = "none"):
+    def __init__(
+        self, network: nn.Module, table: StepTable, train: str = "network", learn_variance: str = "none", tail: int = 1
+    ):
         super().__init__()
         if train not in TRAIN:
             raise FewstepError(f"finetune.train is {train!r}; choose one of {', '.join(TRAIN)}")
@@ -50,7 +53,7 @@ class Policy(nn.Module):
         self.base = table
         self.a = nn.Parameter(table.a.clone()) if train == "table" else None
         self.b = nn.Parameter(table.b.clone()) if train == "table" else None
-        learned = {"none": None, "last": table.s[-1:], "all": table.s}[learn_variance]
+        learned = {"none": None, "last": table.s[table.K - min(tail, table.K) :], "all": table.s}[learn_variance]
         self.log_s = None if learned is None else nn.Parameter(learned.log())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ keeps its rows, so N processes take the steps of one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -62,24 +62,36 @@ def baseline_values(baseline: nn.Module, x: torch.Tensor, k: torch.Tensor) -> to
     return baseline(x, k.to(device=x.device, dtype=x.dtype)).view(-1)
 
 
+class Draw(NamedTuple):
+    """m buffer entries: step k's input x_{t+1}, output x_t, the chain's x_0; with a reparameterised tail of
+    L steps also each chain's state entering the tail and the noise [L, m, ...] its tail steps were drawn with."""
+
+    x_in: torch.Tensor
+    x_out: torch.Tensor
+    x0: torch.Tensor
+    k: torch.Tensor
+    z: torch.Tensor | None = None
+    x_tail: torch.Tensor | None = None
+
+
 class Buffer:
     """The trajectory buffer B of Algorithm 1: every step (x_{t+1}, x_t, x_0, t) of the iteration's rollouts.
 
     The rollouts of all critic rounds are kept as one trajectory tensor [K + 1, R * m_local, ...]
     (no copies). Entry ``r K m + k m + i`` is step k of chain i of critic round r, counted over
     all processes; ``sample`` draws entries over the whole buffer and each process keeps the draws
-    on its own chains, so N processes draw exactly the entries one process would.
+    on its own chains, so N processes draw exactly the entries one process would. ``tail_noise``
+    [L, R * m_local, ...]: the noise of each chain's final L steps (for their pathwise gradient).
     """
 
-    def __init__(self, traj: Trajectory, rounds: int, batch_size: int, last_noise: torch.Tensor | None = None):
-        self.traj, self.rounds, self.batch_size, self.last_noise = traj, rounds, batch_size, last_noise
+    def __init__(self, traj: Trajectory, rounds: int, batch_size: int, tail_noise: torch.Tensor | None = None):
+        self.traj, self.rounds, self.batch_size, self.tail_noise = traj, rounds, batch_size, tail_noise
 
     def __len__(self) -> int:
         return self.rounds * self.traj.K * self.batch_size
 
-    def sample(self, m: int, random: torch.Generator, ctx: Context = SINGLE) -> tuple[torch.Tensor, ...]:
-        """m entries drawn uniformly with replacement: (x_{t+1}, x_t, x_0, k, z) of this process's draws,
-        z being each chain's standard-normal noise of the final step (when the buffer keeps it)."""
+    def sample(self, m: int, random: torch.Generator, ctx: Context = SINGLE) -> Draw:
+        """m entries drawn uniformly with replacement, of which this process keeps its own chains'."""
         K, width = self.traj.K, self.batch_size
         idx = torch.randint(0, len(self), (m,), generator=random)
         r, k, i = idx // (K * width), (idx % (K * width)) // width, idx % width
@@ -87,8 +99,21 @@ class Buffer:
         r, k, column = r[mine], k[mine], r[mine] * ctx.share(width) + local[mine]
         x = self.traj.x
         dev = column.to(x.device)
-        z = None if self.last_noise is None else self.last_noise[dev]
-        return x[k.to(x.device), dev], x[(k + 1).to(x.device), dev], x[-1, dev], k, z
+        draw = Draw(x[k.to(x.device), dev], x[(k + 1).to(x.device), dev], x[-1, dev], k)
+        if self.tail_noise is None:
+            return draw
+        return draw._replace(z=self.tail_noise[:, dev], x_tail=x[K - len(self.tail_noise), dev])
+
+
+def tail_noise(generator: nn.Module, table: StepTable, traj: Trajectory, steps: int) -> torch.Tensor:
+    """[steps, n, ...]: the standard-normal noise z_k = (x_{k+1} - mean_k(x_k)) / s_k each chain's final
+    ``steps`` steps were drawn with (0 for a step without noise), for reparameterising them."""
+    out = []
+    for k in range(table.K - steps, table.K):
+        mean, _ = step_mean(generator, table, traj.x[k], k)
+        std = float(table.s[k])
+        out.append((traj.x[k + 1] - mean) / std if std > 0 else torch.zeros_like(mean))
+    return torch.stack(out)
 
 
 def baseline_residual(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory, steps: range) -> torch.Tensor:
@@ -182,23 +207,27 @@ def policy_gradient_sum(
     return table.K * (advantage * log_prob).sum()
 
 
-def last_step_pathwise_sum(nets: Nets, table: StepTable, x1: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """K * sum over final-step entries of f(mu_theta(x_1) + sigma_1 z), the critic held fixed.
+def tail_pathwise_sum(nets: Nets, table: StepTable, x_tail: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """K / L * sum over entries of f(x_0), x_0 = the final L steps re-run from x_tail with their noise z [L, ...].
 
-    The final step x_0 = mu_theta(x_1) + sigma_1 z reparameterised with the noise z it was drawn
-    with: its gradient in theta (and in a learned sigma_1) is an unbiased estimate of the final
-    step's share of grad E f(x_0) (eq. 14 restricted to one step), replacing that step's term of
-    eq. 20. Eq. 20's term is (f - V) z / sigma_1 grad mu: at the smallest noise level (sigma_1 =
-    0.006 at T = 10 on the sigmoid schedule) it multiplies every error of the learned baseline V by
-    1 / sigma_1; this one has no such factor.
+    Each of the last L steps x_k = mu_theta(x_{k+1}) + sigma_k z_k is reparameterised with the noise it
+    was drawn with, and x_0 is back-propagated through all L of them, the critic held fixed. An entry
+    falls in the tail with probability L / K, so the K / L weight makes the gradient (in theta, and
+    in the learned stds of those steps) an unbiased estimate of the tail's share of grad E f(x_0)
+    (eq. 14 restricted to L steps), replacing the tail's terms of eq. 20. Eq. 20's term of step k is
+    (f - V) z / sigma_k grad mu: at the smallest noise levels (sigma_1 = 0.006 at T = 10 on the
+    sigmoid schedule) it multiplies every error of the learned baseline V by 1 / sigma_k; these have
+    no such factor. L = 1 reparameterises the final step only; L = K is the pathwise SFT of eq. 14.
     """
-    last = table.K - 1
-    mean, _ = step_mean(nets.generator, table, x1, last)
-    x0 = mean + table.s[last].to(mean) * z
+    L = len(z)
+    x = x_tail
+    for j, k in enumerate(range(table.K - L, table.K)):
+        mean, _ = step_mean(nets.generator, table, x, k)
+        x = mean + table.s[k].to(mean) * z[j]
     frozen = [p.requires_grad for p in nets.critic.parameters()]
     nets.critic.requires_grad_(False)
     try:
-        return table.K * critic_values(nets.critic, x0).sum()
+        return table.K / L * critic_values(nets.critic, x).sum()
     finally:
         for p, flag in zip(nets.critic.parameters(), frozen):
             p.requires_grad_(flag)
@@ -211,26 +240,25 @@ def pathwise_objective(nets: Nets, table: StepTable, noise) -> torch.Tensor:
 
 class PolicyGradient:
     """The generator surrogate of eq. 20 (``use_baseline``) or eq. 15, on m buffer entries; with
-    ``last_pathwise`` the final step's entries use :func:`last_step_pathwise_sum` instead."""
+    ``pathwise_steps`` L > 0 the entries of the final L steps use :func:`tail_pathwise_sum` instead."""
 
-    def __init__(self, use_baseline: bool, last_pathwise: bool = False):
-        self.use_baseline, self.last_pathwise = use_baseline, last_pathwise
+    def __init__(self, use_baseline: bool, pathwise_steps: int = 0):
+        self.use_baseline, self.pathwise_steps = use_baseline, pathwise_steps
         self.name = "SFT-PG" if use_baseline else "PG without baseline"
 
     def loss(
         self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator, device, ctx: Context
     ) -> torch.Tensor:
-        batch = buffer.sample(m, random, ctx)
-        if not self.last_pathwise:
-            return ctx.scale_sum(policy_gradient_sum(nets, table, batch, self.use_baseline), m)
-        x_in, x_out, x0, k, z = batch
-        last = k == table.K - 1
-        earlier = ~last
+        draw = buffer.sample(m, random, ctx)
+        if not self.pathwise_steps:
+            return ctx.scale_sum(policy_gradient_sum(nets, table, draw[:4], self.use_baseline), m)
+        tail = draw.k >= table.K - min(self.pathwise_steps, table.K)
+        head = ~tail
         total = policy_gradient_sum(
-            nets, table, (x_in[earlier], x_out[earlier], x0[earlier], k[earlier]), self.use_baseline
+            nets, table, (draw.x_in[head], draw.x_out[head], draw.x0[head], draw.k[head]), self.use_baseline
         )
-        if bool(last.any()):
-            total = total + last_step_pathwise_sum(nets, table, x_in[last], z[last])
+        if bool(tail.any()):
+            total = total + tail_pathwise_sum(nets, table, draw.x_tail[tail], draw.z[:, tail])
         return ctx.scale_sum(total, m)
 
 
@@ -268,7 +296,8 @@ def make_method(cfg: FinetuneConfig) -> Method:
     if cfg.estimator == "pathwise":
         estimator = Pathwise()
     else:
-        estimator = PolicyGradient(cfg.estimator == "pg_baseline", last_pathwise=cfg.last_step == "pathwise")
+        tail = cfg.pathwise_steps if cfg.last_step == "pathwise" else 0
+        estimator = PolicyGradient(cfg.estimator == "pg_baseline", pathwise_steps=tail)
     if cfg.critic_reg == "baseline":
         regulariser = BaselineRegulariser(cfg.lam)
     else:
@@ -343,15 +372,13 @@ def iteration(
     table = nets.generator.table
     with torch.no_grad():
         everything = rollout(nets.generator, table, noise, states_only=True)
-        last_noise = None
-        if getattr(method.estimator, "last_pathwise", False):  # the final step's own noise, for reparameterising
-            mean, _ = step_mean(nets.generator, table, everything.x[-2], table.K - 1)
-            last_noise = (everything.x0 - mean) / table.s[-1].to(mean)
+        tail = min(getattr(method.estimator, "pathwise_steps", 0), table.K)
+        noise_of_tail = tail_noise(nets.generator, table, everything, tail) if tail else None
     share = ctx.share(m)
     for r in range(rounds):
         traj = everything.select(slice(r * share, (r + 1) * share))
         stats = critic_round(nets, method, traj, ctx.take(draw_real(m)), cfg.critic_bound, random, ctx)
-    buffer = Buffer(everything, rounds, m, last_noise)
+    buffer = Buffer(everything, rounds, m, noise_of_tail)
     for _ in range(cfg.n_generator):
         loss = method.estimator.loss(nets, nets.generator.table, buffer, m, shape, random, device, ctx)
         grad_norm = generator_step(nets, loss, cfg.clip, ctx)
