@@ -244,6 +244,13 @@ class FinetuneConfig:
     critic_bound: float = opt(1e4, "divergence guard: stop when |critic value| exceeds this", above=0.0)
     log_every: int = opt(50, "iterations between metric lines", min=1)
     eval_every: int = opt(250, "iterations between evaluations on the held-out data during fine-tuning", min=1)
+    divergence_retries: int = opt(
+        3,
+        "on a divergence (non-finite or exploding samples, critic or held-out score), go back to the last checkpoint "
+        "with the generator learning rate halved, up to this many times; 0 stops at once (one process only)",
+        min=0,
+        max=100,
+    )
     divergence_factor: float = opt(
         20.0, "divergence guard: stop when the held-out score grows past this multiple of its first value", above=1.0
     )

@@ -68,8 +68,9 @@ def finetune(
     Logs held-out scores every ``finetune.eval_every`` iterations (``evaluate.train_samples``
     samples, the floor beside them) and keeps the best checkpoint by them. A non-finite loss, a
     critic beyond ``finetune.critic_bound``, bad samples or a held-out score past
-    ``finetune.divergence_factor`` times its start stop the run with a message naming the last
-    good checkpoint. Under ``torchrun`` each process rolls out its share of every batch, gradients
+    ``finetune.divergence_factor`` times its start send the run back to its last checkpoint with the
+    generator learning rate halved (up to ``finetune.divergence_retries`` times), then stop it with a
+    message naming the last good checkpoint. Under ``torchrun`` each process rolls out its share of every batch, gradients
     are averaged, and only rank 0 evaluates and writes; N processes take the same steps as one.
     """
     cfg = config.finetune
@@ -142,6 +143,7 @@ def finetune(
         evaluate_at_start=True,
         watch=watch,
         blowup=cfg.divergence_factor,
+        retries=cfg.divergence_retries,
         health=health,
         meta={"initial_table": table_to_dict(start_table), "method": method.name, **pretrained_meta(pretrained)},
         export=export,

@@ -18,6 +18,7 @@ sampling weights at the best held-out evaluation.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -84,6 +85,9 @@ class Stage:
     health: Callable[[torch.nn.Module], str | None] | None = None
     meta: dict = field(default_factory=dict)
     export: Callable[[torch.nn.Module], tuple[torch.nn.Module, dict]] | None = None
+    retries: int = 0
+    """On a divergence, go back to the last checkpoint with the sampling part's learning rates halved,
+    up to this many times (needs a run directory and one process); 0 stops at the first divergence."""
 
 
 @dataclass
@@ -201,62 +205,91 @@ def train(
         if writes:
             save(0)
             saved_at = 0
-    running: dict[str, list[float]] = {}
-    bar = progress_bar(
-        range(start, stage.steps),
-        enabled=progress and ctx.is_main,
-        desc=stage.name,
-        initial=start,
-        total=stage.steps,
-    )
-    try:
-        for i in bar:
-            for part in stage.parts.values():
-                for group in part.optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * lr_factor(part.lr_schedule, i, stage.steps)
-            tick = time.perf_counter()
-            stats = step(i)
-            _finite_stats(stats, i + 1, stage.name)
-            if ema:
-                ema.update(sampling)
-            seconds += time.perf_counter() - tick
-            done = i + 1
-            for key, value in stats.items():
-                running.setdefault(key, []).append(value)
-            last = done == stage.steps
-            evaluating = stage.evaluate is not None and ((stage.eval_every and done % stage.eval_every == 0) or last)
-            if writes and (done % stage.log_every == 0 or last) and not evaluating:
-                run.log(
-                    {
-                        "stage": stage.name,
-                        "step": done,
-                        "seconds": round(seconds, 3),
-                        **{k: sum(v) / len(v) for k, v in running.items()},
-                    }
+
+    def _back_off(message: str) -> int:
+        """Reload the last good checkpoint and halve the sampling part's learning rates; return its step.
+        The training seconds keep counting the discarded steps (they were spent)."""
+        part = stage.parts[stage.sampler]
+        rates = [group["initial_lr"] / 2 for group in part.optimizer.param_groups]
+        done, _, _ = _load(path, stage, ema)  # the in-memory best record stays (it saw more)
+        for group, rate in zip(part.optimizer.param_groups, rates):
+            group["initial_lr"] = rate
+        event = f"{message}; went back to step {done} with the learning rates of the {stage.sampler} halved"
+        if writes:
+            run.truncate_metrics(stage.name, done)
+            run.log({"stage": stage.name, "step": done, "event": event, "lr": rates[0]})
+        print(f"fewstep: {event}", file=sys.stderr, flush=True)
+        return done
+
+    def _run_steps(start: int) -> None:
+        nonlocal seconds, saved_at
+        running: dict[str, list[float]] = {}
+        bar = progress_bar(
+            range(start, stage.steps),
+            enabled=progress and ctx.is_main,
+            desc=stage.name,
+            initial=start,
+            total=stage.steps,
+        )
+        try:
+            for i in bar:
+                for part in stage.parts.values():
+                    for group in part.optimizer.param_groups:
+                        group["lr"] = group["initial_lr"] * lr_factor(part.lr_schedule, i, stage.steps)
+                tick = time.perf_counter()
+                stats = step(i)
+                _finite_stats(stats, i + 1, stage.name)
+                if ema:
+                    ema.update(sampling)
+                seconds += time.perf_counter() - tick
+                done = i + 1
+                for key, value in stats.items():
+                    running.setdefault(key, []).append(value)
+                last = done == stage.steps
+                evaluating = stage.evaluate is not None and (
+                    (stage.eval_every and done % stage.eval_every == 0) or last
                 )
-            if evaluating:
-                problem = None
-                if ctx.is_main:
-                    record, problem = evaluate(done, {k: sum(v) / len(v) for k, v in running.items()})
-                    if stage.watch and record.get(stage.watch) is not None:
-                        bar.set_postfix({stage.watch: f"{record[stage.watch]:.4g}"}, refresh=False)
-                agree(problem, done)
-            if done % stage.log_every == 0 or last or evaluating:
-                running = {}
-            if done % stage.checkpoint_every == 0 or last:
-                agree(stage.health(sampler_model()) if stage.health else None, done)
-                if writes:
-                    save(done)
-                    saved_at = done
-            if callback is not None:
-                callback(done, stats)
-    except Diverged as exc:
-        message = str(exc)
-        if "last good checkpoint" not in message and saved_at is not None:
-            message += f"; the last good checkpoint is {path} (step {saved_at})"
-        raise Diverged(message) from None
-    finally:
-        bar.close()
+                if writes and (done % stage.log_every == 0 or last) and not evaluating:
+                    run.log(
+                        {
+                            "stage": stage.name,
+                            "step": done,
+                            "seconds": round(seconds, 3),
+                            **{k: sum(v) / len(v) for k, v in running.items()},
+                        }
+                    )
+                if evaluating:
+                    problem = None
+                    if ctx.is_main:
+                        record, problem = evaluate(done, {k: sum(v) / len(v) for k, v in running.items()})
+                        if stage.watch and record.get(stage.watch) is not None:
+                            bar.set_postfix({stage.watch: f"{record[stage.watch]:.4g}"}, refresh=False)
+                    agree(problem, done)
+                if done % stage.log_every == 0 or last or evaluating:
+                    running = {}
+                if done % stage.checkpoint_every == 0 or last:
+                    agree(stage.health(sampler_model()) if stage.health else None, done)
+                    if writes:
+                        save(done)
+                        saved_at = done
+                if callback is not None:
+                    callback(done, stats)
+        finally:
+            bar.close()
+
+    retries = stage.retries if path is not None and ctx.world_size == 1 else 0  # one process only
+    while True:
+        try:
+            _run_steps(start)
+            break
+        except Diverged as exc:
+            message = str(exc)
+            if retries == 0 or saved_at is None:
+                if "last good checkpoint" not in message and saved_at is not None:
+                    message += f"; the last good checkpoint is {path} (step {saved_at})"
+                raise Diverged(message) from None
+            retries -= 1
+            start = _back_off(message)
     barrier(ctx)  # every process leaves together, after rank 0's last write (no teardown race)
     return Result(sampler_model().eval(), stage.steps, seconds, best)
 
