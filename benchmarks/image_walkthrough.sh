@@ -9,11 +9,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/benchmarks/results/image_walkthrough
 WORK=${1:-/tmp/fewstep-walkthrough}
 mkdir -p "$WORK" "$OUT" && cd "$WORK"
-M="--set data.name=mnist --set data.path=$ROOT/../shared/data/mnist --set data.image_size=14
-   --set evaluate.n_samples=500 --set evaluate.train_samples=200 --set threads=1"
-FAST="--set sampler.kind=fastdpm --set sampler.steps=10 --set sampler.fastdpm.approach=VAR
-  --set sampler.fastdpm.schedule=quadratic --set sampler.fastdpm.kappa=1 --set sampler.fastdpm.reverse=ddpm
-  --set sampler.noise_at_last_step=true"
+# shellcheck source=benchmarks/_walkthrough_env.sh
+source "$ROOT/benchmarks/_walkthrough_env.sh"
 # shellcheck disable=SC2086
 fewstep pretrain $M --set model.kind=unet --set model.channels=16 --set model.channel_mult=[1,2] \
   --set model.norm_groups=4 --set schedule.kind=linear --set schedule.T=1000 --set pretrain.steps=4000 \
@@ -21,10 +18,8 @@ fewstep pretrain $M --set model.kind=unet --set model.channels=16 --set model.ch
 fewstep export --checkpoint runs/mnist14/checkpoints/pretrain.safetensors --scheduler ddpm --out pipelines/mnist14-ddpm
 fewstep evaluate --checkpoint pipelines/mnist14-ddpm $M --out "$OUT/ddpm1000.json" --quiet
 fewstep evaluate --checkpoint pipelines/mnist14-ddpm $M $FAST --set evaluate.repeats=3 --out "$OUT/fastdpm10.json" --quiet
-fewstep finetune --checkpoint pipelines/mnist14-ddpm $M $FAST --preset images --set finetune.iterations=300 \
-  --set finetune.batch_size=32 --set finetune.critic_channels=[32,64,128] --set finetune.baseline_hidden=[256,256,64] \
-  --set finetune.lr_generator=2e-6 --set finetune.lr_critic=2e-4 --set finetune.lr_baseline=2e-4 \
-  --set finetune.eval_every=50 --run-dir runs/mnist14-sft --quiet
+fewstep finetune --checkpoint pipelines/mnist14-ddpm $M $FAST $SFT --set finetune.iterations=300 \
+  --set finetune.lr_generator=2e-6 --run-dir runs/mnist14-sft --quiet
 fewstep evaluate --checkpoint runs/mnist14-sft/checkpoints/finetune.safetensors $M --set evaluate.repeats=3 \
   --out "$OUT/sft10.json" --quiet
 fewstep export --checkpoint runs/mnist14-sft/checkpoints/finetune.safetensors --out pipelines/mnist14-sft

@@ -214,7 +214,7 @@ class FinetuneConfig:
         choices=("pathwise", "pg"),
     )
     pathwise_steps: int = opt(
-        1,
+        2,
         "with last_step=pathwise: how many final steps are reparameterised and back-propagated through together "
         "(1: the final step only; the earlier steps keep eq. 20's policy gradient)",
         min=1,
