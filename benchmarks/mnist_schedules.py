@@ -40,7 +40,7 @@ from fewstep.files import write_text_atomic
 from fewstep.samplers import dpm_solver_pp_2m_table, spacing
 from fewstep.schedule_opt.distill import finetune_on_path
 from fewstep.schedule_opt.dp import min_cost_path
-from fewstep.schedule_opt.jobs import reference_for, schedule_table
+from fewstep.schedule_opt.jobs import heuristic_times, reference_for, schedule_table
 from fewstep.schedule_opt.path_bound import path_costs
 from fewstep.schedule_opt.reference import output_error, table_output
 from fewstep.schedule_opt.refine import refine_ddim
@@ -48,13 +48,6 @@ from fewstep.schedule_opt.refine import refine_ddim
 ROOT = Path(__file__).resolve().parent
 HEURISTICS = ("uniform", "quadratic", "logsnr", "karras")
 NEW = ("path-bound-dp+refine", "phase1+2 (distilled)")
-
-
-def ddim_times(name: str, schedule, K: int) -> torch.Tensor:
-    """The K+1 decreasing times of a heuristic spacing, the last step landing on clean data (-1)."""
-    times = spacing(name, schedule, K + 1, integer=True).flip(0).to(torch.float64)
-    times[-1] = -1.0
-    return times
 
 
 def main(argv=None) -> int:
@@ -126,7 +119,7 @@ def main(argv=None) -> int:
 
     for K in args.nfe:
         for name in HEURISTICS:
-            times = ddim_times(name, schedule, K)
+            times = heuristic_times(name, schedule, K)
             score(f"{K}/ddim/{name}", model, schedule_table(schedule, times, "ddim"), times, 0.0)
         logsnr = spacing("logsnr", schedule, K + 1)[1:]
         score(f"{K}/dpm_solver++_2m/logsnr", model, dpm_solver_pp_2m_table(schedule, logsnr), logsnr.flip(0), 0.0)

@@ -26,7 +26,7 @@ from ..models import save_model
 from ..pretrained import Pretrained
 from ..rollout import sample
 from ..runs import Run
-from ..samplers import ddim_table, dpm_solver_pp_2m_table, spacing
+from ..samplers import dpm_solver_pp_2m_table, spacing
 from ..schedules import NoiseSchedule
 from ..steps import StepTable, table_to_dict
 from .discretisation import bound_sampler_table
@@ -60,6 +60,15 @@ def schedule_table(schedule: NoiseSchedule, times: torch.Tensor, solver: str = "
     if solver == "dpm_solver_pp_2m":
         return dpm_solver_pp_2m_table(schedule, times[:-1].flip(0))
     return bound_sampler_table(schedule, times)
+
+
+def heuristic_times(name: str, schedule: NoiseSchedule, K: int) -> torch.Tensor:
+    """The K + 1 decreasing times of a heuristic spacing for K evaluations landing on clean data (-1):
+    the spacing's K + 1 integer points from T-1 to 0 with the last replaced by -1, so that no
+    evaluation is spent at t = 0, as :func:`phase1` schedules are."""
+    times = spacing(name, schedule, K + 1, integer=True).flip(0).to(torch.float64)
+    times[-1] = -1.0
+    return times
 
 
 def starts(config: Config, shape, offset: int = 0) -> torch.Tensor:
@@ -193,8 +202,7 @@ def _save(
     write_text_atomic(run.path / f"{stage}.json", json.dumps(record, indent=2))
     evaluator = Evaluator(data, config.evaluate, device=config.device, autocast=config.autocast)
     K = len(times) - 1
-    solver_table = ddim_table if config.schedule_opt.solver == "ddim" else dpm_solver_pp_2m_table
-    heuristic = solver_table(schedule, spacing("logsnr", schedule, K))
+    heuristic = schedule_table(schedule, heuristic_times("logsnr", schedule, K), config.schedule_opt.solver)
     # the measured discretisation error on starts that optimisation never saw (offset 1)
     reference = reference_for(model, config, schedule, pretrained.shape, offset=1)
     rows, panels = {}, []

@@ -70,8 +70,9 @@ def finetune(
     critic beyond ``finetune.critic_bound``, bad samples or a held-out score past
     ``finetune.divergence_factor`` times its start send the run back to its last checkpoint with the
     generator learning rate halved (up to ``finetune.divergence_retries`` times), then stop it with a
-    message naming the last good checkpoint. Under ``torchrun`` each process rolls out its share of every batch, gradients
-    are averaged, and only rank 0 evaluates and writes; N processes take the same steps as one.
+    message naming the last good checkpoint. Under ``torchrun`` each process rolls out its share of
+    every batch, gradients are averaged, and only rank 0 evaluates and writes; N processes take the
+    same steps as one.
     """
     cfg = config.finetune
     ctx = setup(config.device)
