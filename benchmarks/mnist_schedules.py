@@ -25,6 +25,7 @@ The path-bound cost matrix (all 1000 times, shared by every K) is computed once 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="the T = 1000 14x14 MNIST U-Net")
     parser.add_argument("--nfe", type=int, nargs="+", default=[4, 6, 10])
     parser.add_argument("--work", type=Path, default=Path("/tmp/fewstep-mnist-schedules"))
+    parser.add_argument(
+        "--refine-sweeps", type=int, default=4, help="coordinate-search sweeps of the refinement (the CLI's: 4)"
+    )
     parser.add_argument("--phase2-steps", type=int, default=400)
     parser.add_argument("--phase2-batch", type=int, default=64)
     parser.add_argument("--phase2-lr", type=float, default=1e-4)
@@ -79,22 +83,27 @@ def main(argv=None) -> int:
     evaluator = Evaluator(data, config.evaluate)
     log = lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)  # noqa: E731
 
-    started = time.time()
-    optimise_on = reference_for(model, config, schedule, data.shape, offset=0)
-    scored_on = reference_for(model, config, schedule, data.shape, offset=1)
-    log(f"fine references (2 x 256 starts x 1000 steps): {time.time() - started:.0f} s")
-    costs, seconds = {}, {}
-    for propagate in ("none", "flow"):
+    @functools.cache
+    def references() -> tuple:
+        """The fine paths of the optimisation and the scoring starts (computed only if a row needs them)."""
+        started = time.time()
+        pair = tuple(reference_for(model, config, schedule, data.shape, offset=k) for k in (0, 1))
+        log(f"fine references (2 x 256 starts x 1000 steps): {time.time() - started:.0f} s")
+        return pair
+
+    @functools.cache
+    def costs(propagate: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(grid, path cost matrix on every time, seconds it took), cached in ``--work``."""
         cached = args.work / f"costs-{propagate}.pt"
         if cached.is_file():
-            grid, costs[propagate], seconds[propagate] = torch.load(cached, weights_only=True).values()
-            seconds[propagate] = float(seconds[propagate])
-        else:
-            started = time.time()
-            grid, costs[propagate] = path_costs(model, schedule, optimise_on, None, propagate)
-            seconds[propagate] = time.time() - started
-            torch.save({"grid": grid, "cost": costs[propagate], "seconds": seconds[propagate]}, cached)
-        log(f"path cost matrix ({propagate} propagation, every time): {seconds[propagate]:.0f} s")
+            saved = torch.load(cached, weights_only=True)
+            return saved["grid"], saved["cost"], float(saved["seconds"])
+        started = time.time()
+        grid, cost = path_costs(model, schedule, references()[0], None, propagate)
+        seconds = time.time() - started
+        torch.save({"grid": grid, "cost": cost, "seconds": seconds}, cached)
+        log(f"path cost matrix ({propagate} propagation, every time): {seconds:.0f} s")
+        return grid, cost, seconds
 
     rows_file = args.work / "rows.json"
     rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
@@ -105,6 +114,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         _, scores = evaluate_sampler(used_model, table, evaluator)
         with torch.no_grad():
+            scored_on = references()[1]
             rmse = output_error(table_output(used_model, table, scored_on.x_T), scored_on) ** 0.5
         rows[key] = {
             "times": [float(t) for t in times],
@@ -124,14 +134,19 @@ def main(argv=None) -> int:
         logsnr = spacing("logsnr", schedule, K + 1)[1:]
         score(f"{K}/dpm_solver++_2m/logsnr", model, dpm_solver_pp_2m_table(schedule, logsnr), logsnr.flip(0), 0.0)
         for name, propagate in (("gits-style-dp", "none"), ("path-bound-dp", "flow")):
-            path, _ = min_cost_path(costs[propagate], K)
-            times = grid[path]
-            score(f"{K}/{name}", model, schedule_table(schedule, times, "ddim"), times, seconds[propagate])
+            if f"{K}/{name}" not in rows:
+                grid, cost, seconds = costs(propagate)
+                times = grid[min_cost_path(cost, K)[0]]
+                score(f"{K}/{name}", model, schedule_table(schedule, times, "ddim"), times, seconds)
         key = f"{K}/path-bound-dp+refine"
         if key not in rows:
             t0 = time.time()
-            times = refine_ddim(model, schedule, torch.tensor(rows[f"{K}/path-bound-dp"]["times"]), optimise_on).times
-            score(key, model, schedule_table(schedule, times, "ddim"), times, seconds["flow"] + time.time() - t0)
+            dp_times = torch.tensor(rows[f"{K}/path-bound-dp"]["times"])
+            times = refine_ddim(model, schedule, dp_times, references()[0], max_sweeps=args.refine_sweeps).times
+            built = rows[f"{K}/path-bound-dp"]["seconds_to_build"] + time.time() - t0
+            score(key, model, schedule_table(schedule, times, "ddim"), times, built)
+            rows[key]["refine_sweeps"] = args.refine_sweeps
+            write_text_atomic(rows_file, json.dumps(rows, indent=1))
         key = f"{K}/phase1+2 (distilled)"
         if key not in rows:
             times = torch.tensor(rows[f"{K}/path-bound-dp+refine"]["times"], dtype=torch.float64)
@@ -140,7 +155,7 @@ def main(argv=None) -> int:
                 model,
                 schedule,
                 times,
-                optimise_on,
+                references()[0],
                 steps=args.phase2_steps,
                 lr=args.phase2_lr,
                 batch_size=args.phase2_batch,
