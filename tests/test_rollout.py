@@ -7,9 +7,18 @@ import torch
 
 from fewstep.errors import FewstepError
 from fewstep.nets import TimeMLP
-from _sampler_models import noise_block
+from _sampler_models import noise_block, random_net
 from fewstep.noise import gaussian_noise
-from fewstep.rollout import SeededNoise, gaussian_log_prob, rollout, sample, step_log_prob
+from fewstep.rollout import (
+    GeneratorNoise,
+    KeptNoise,
+    SeededNoise,
+    gaussian_log_prob,
+    rollout,
+    sample,
+    step_log_prob,
+    step_mean,
+)
 from fewstep.schedules import make_schedule
 from fewstep.samplers import ddpm_table
 
@@ -135,3 +144,20 @@ def test_gaussian_log_prob_equals_torch_normal():
     std = torch.rand(6, generator=g, dtype=torch.float64) + 0.1
     expected = torch.distributions.Normal(mean, std.view(-1, 1, 1)).log_prob(x).sum(dim=(1, 2))
     torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_kept_noise_reruns_the_tail_to_the_rollouts_own_output():
+    """SFT-PG's reparameterised tail re-runs the last steps with the noise KeptNoise kept: same x_0, same formula."""
+    table = ddpm_table(make_schedule("linear", 10), variance="beta", noise_at_last_step=True)
+    model = random_net(seed=3).float()
+    kept = KeptNoise(GeneratorNoise(torch.Generator().manual_seed(0), 16, (2,)), table.K - 3)
+    with torch.no_grad():
+        traj = rollout(model, table, kept, states_only=True)
+        tail = range(table.K - 3, table.K)
+        z = kept.of_steps(tail, traj.x0)
+        x = traj.x[tail.start]
+        for j, k in enumerate(tail):
+            mean, _ = step_mean(model, table, x, k)
+            x = mean + table.s[k].to(mean) * z[j]
+    assert sorted(kept.kept) == list(tail)  # nothing before the tail is kept
+    torch.testing.assert_close(x, traj.x0, rtol=0, atol=0)

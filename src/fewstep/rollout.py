@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
@@ -69,6 +69,26 @@ class TensorNoise:
 
     def __call__(self, step: int) -> torch.Tensor:
         return self.block[step]
+
+
+@dataclass
+class KeptNoise:
+    """A noise source that keeps what it hands to the steps from ``first`` on (step k draws noise(k + 1)),
+    so a rollout's tail can be re-run with the very noise it was drawn with."""
+
+    source: NoiseSource
+    first: int
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        z = self.source(step)
+        if step > self.first:
+            self.kept[step - 1] = z
+        return z
+
+    def of_steps(self, steps: range, like: torch.Tensor) -> torch.Tensor:
+        """[len(steps), n, ...]: the noise of ``steps`` (zeros for a step that drew none: its std is 0)."""
+        return torch.stack([self.kept.get(k, torch.zeros_like(like)) for k in steps])
 
 
 def _index(k: torch.Tensor | int, n: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ..steps import StepTable, table_from_dict, table_to_dict
 from .loop import Part, Result, Stage, train
 from .monitor import sample_health, sample_monitor
 from .policy import Policy
-from .sftpg import Nets, iteration, make_method
+from .sftpg import Nets, iteration, make_method, pathwise_tail
 
 
 @dataclass
@@ -93,8 +93,7 @@ def finetune(
     method = make_method(cfg)
     torch.manual_seed(config.seed + 1)
     net = pretrained.model.to(ctx.device).eval()
-    tail = cfg.pathwise_steps if cfg.last_step == "pathwise" else 1
-    generator = Policy(net, start_table, cfg.train, cfg.learn_variance, tail).to(ctx.device)
+    generator = Policy(net, start_table, cfg.train, cfg.learn_variance, max(pathwise_tail(cfg), 1)).to(ctx.device)
     groups = [{"params": list(net.parameters()), "lr": cfg.lr_generator}] if cfg.train == "network" else []
     if generator.coefficient_parameters():
         groups.append({"params": generator.coefficient_parameters(), "lr": cfg.lr_table})

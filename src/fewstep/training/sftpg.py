@@ -34,7 +34,7 @@ from torch import nn
 from ..config import FinetuneConfig
 from ..distributed import SINGLE, Context, average, average_gradients, maximum
 from ..errors import Diverged
-from ..rollout import GeneratorNoise, Trajectory, rollout, step_log_prob, step_mean
+from ..rollout import GeneratorNoise, KeptNoise, Trajectory, rollout, step_log_prob, step_mean
 from ..steps import StepTable
 
 CHUNK_ROWS = 512
@@ -105,23 +105,23 @@ class Buffer:
         return draw._replace(z=self.tail_noise[:, dev], x_tail=x[K - len(self.tail_noise), dev])
 
 
-def tail_noise(generator: nn.Module, table: StepTable, traj: Trajectory, steps: int) -> torch.Tensor:
-    """[steps, n, ...]: the standard-normal noise z_k = (x_{k+1} - mean_k(x_k)) / s_k each chain's final
-    ``steps`` steps were drawn with (0 for a step without noise), for reparameterising them."""
-    out = []
-    for k in range(table.K - steps, table.K):
-        mean, _ = step_mean(generator, table, traj.x[k], k)
-        std = float(table.s[k])
-        out.append((traj.x[k + 1] - mean) / std if std > 0 else torch.zeros_like(mean))
-    return torch.stack(out)
-
-
 def baseline_residual(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory, steps: range) -> torch.Tensor:
     """The terms of R_B (eq. 21) for ``steps``: sum_k mean_i (f(x_0^i) - V(x_k^i, k))^2, given f0 = f(x_0)."""
     ks = torch.tensor(list(steps)).repeat_interleave(traj.x.shape[1])
     x = traj.x[steps.start : steps.stop].reshape(-1, *traj.x.shape[2:])
     v = baseline_values(baseline, x, ks).view(len(steps), -1)
     return (f0[None] - v).pow(2).sum(0).mean()
+
+
+def fit_baseline(f0: torch.Tensor, baseline: nn.Module, traj: Trajectory, weight: float = 1.0) -> float:
+    """Back-propagate ``weight`` R_B (eq. 21) in chunks of steps (memory flat in K) into the baseline, and into
+    ``f0`` when it requires grad; returns R_B."""
+    residual = 0.0
+    for steps in step_chunks(traj.K, traj.x.shape[1]):
+        part = baseline_residual(f0, baseline, traj, steps)
+        (weight * part).backward()
+        residual += part.item()
+    return residual
 
 
 def step_chunks(K: int, batch: int) -> list[range]:
@@ -156,11 +156,7 @@ class BaselineRegulariser:
         f_fake = critic_values(nets.critic, traj.x0)
         gap = f_fake.mean() - critic_values(nets.critic, real).mean()  # g of eq. 6, m fake vs m real
         f0 = f_fake.detach().requires_grad_(True)
-        residual = 0.0
-        for steps in step_chunks(traj.K, traj.x.shape[1]):
-            part = baseline_residual(f0, nets.baseline, traj, steps)
-            (self.lam * part).backward()  # baseline gradients, and d(lambda R_B)/df0 into f0.grad
-            residual += part.item()
+        residual = fit_baseline(f0, nets.baseline, traj, self.lam)  # d(lambda R_B)/df0 lands in f0.grad
         (-gap + (f_fake * f0.grad).sum()).backward()
         return {"gap": gap.item(), "r_b": residual, "critic_peak": float(f_fake.detach().abs().max())}
 
@@ -183,13 +179,7 @@ class GradientPenalty:
         (-(gap - self.eta * penalty)).backward()
         stats = {"gap": gap.item(), "r_gp": penalty.item(), "critic_peak": float(f_fake.detach().abs().max())}
         if self.fit_baseline:
-            f0 = f_fake.detach()
-            residual = 0.0
-            for steps in step_chunks(traj.K, traj.x.shape[1]):
-                part = baseline_residual(f0, nets.baseline, traj, steps)
-                part.backward()
-                residual += part.item()
-            stats["r_b"] = residual
+            stats["r_b"] = fit_baseline(f_fake.detach(), nets.baseline, traj)
         return stats
 
 
@@ -252,7 +242,7 @@ class PolicyGradient:
         draw = buffer.sample(m, random, ctx)
         if not self.pathwise_steps:
             return ctx.scale_sum(policy_gradient_sum(nets, table, draw[:4], self.use_baseline), m)
-        tail = draw.k >= table.K - min(self.pathwise_steps, table.K)
+        tail = draw.k >= table.K - len(draw.z)
         head = ~tail
         total = policy_gradient_sum(
             nets, table, (draw.x_in[head], draw.x_out[head], draw.x0[head], draw.k[head]), self.use_baseline
@@ -291,13 +281,17 @@ class Method:
         return self.estimator.use_baseline or isinstance(self.regulariser, BaselineRegulariser)
 
 
+def pathwise_tail(cfg: FinetuneConfig) -> int:
+    """How many final steps the policy gradient reparameterises (``last_step=pathwise``), else 0."""
+    return cfg.pathwise_steps if cfg.last_step == "pathwise" else 0
+
+
 def make_method(cfg: FinetuneConfig) -> Method:
     """The strategies ``finetune.estimator`` and ``finetune.critic_reg`` name, chosen once."""
     if cfg.estimator == "pathwise":
         estimator = Pathwise()
     else:
-        tail = cfg.pathwise_steps if cfg.last_step == "pathwise" else 0
-        estimator = PolicyGradient(cfg.estimator == "pg_baseline", pathwise_steps=tail)
+        estimator = PolicyGradient(cfg.estimator == "pg_baseline", pathwise_steps=pathwise_tail(cfg))
     if cfg.critic_reg == "baseline":
         regulariser = BaselineRegulariser(cfg.lam)
     else:
@@ -370,10 +364,11 @@ def iteration(
     m, rounds = cfg.batch_size, cfg.n_critic
     noise = GeneratorNoise(random, rounds * m, shape, device, ctx.round_rows(rounds, m))
     table = nets.generator.table
+    tail = range(table.K - min(getattr(method.estimator, "pathwise_steps", 0), table.K), table.K)
+    kept = KeptNoise(noise, tail.start)  # the tail's noise, for reparameterising those steps
     with torch.no_grad():
-        everything = rollout(nets.generator, table, noise, states_only=True)
-        tail = min(getattr(method.estimator, "pathwise_steps", 0), table.K)
-        noise_of_tail = tail_noise(nets.generator, table, everything, tail) if tail else None
+        everything = rollout(nets.generator, table, kept, states_only=True)
+    noise_of_tail = kept.of_steps(tail, everything.x0) if tail else None
     share = ctx.share(m)
     for r in range(rounds):
         traj = everything.select(slice(r * share, (r + 1) * share))
