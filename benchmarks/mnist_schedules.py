@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     rows_file = args.work / "rows.json"
     rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
 
-    def score(key: str, used_model, table, times, cost_s: float) -> None:
+    def score(key: str, used_model, table, times, cost_s: float, **extra) -> None:
         if key in rows:
             return
         t0 = time.time()
@@ -121,6 +121,7 @@ def main(argv=None) -> int:
             "discretisation_rmse": rmse,
             "scores": scores,
             "seconds_to_build": cost_s,
+            **extra,
         }
         write_text_atomic(rows_file, json.dumps(rows, indent=1))
         m, sd = scores["model"], scores["model_sd"]
@@ -144,9 +145,7 @@ def main(argv=None) -> int:
             dp_times = torch.tensor(rows[f"{K}/path-bound-dp"]["times"])
             times = refine_ddim(model, schedule, dp_times, references()[0], max_sweeps=args.refine_sweeps).times
             built = rows[f"{K}/path-bound-dp"]["seconds_to_build"] + time.time() - t0
-            score(key, model, schedule_table(schedule, times, "ddim"), times, built)
-            rows[key]["refine_sweeps"] = args.refine_sweeps
-            write_text_atomic(rows_file, json.dumps(rows, indent=1))
+            score(key, model, schedule_table(schedule, times, "ddim"), times, built, refine_sweeps=args.refine_sweeps)
         key = f"{K}/phase1+2 (distilled)"
         if key not in rows:
             times = torch.tensor(rows[f"{K}/path-bound-dp+refine"]["times"], dtype=torch.float64)
