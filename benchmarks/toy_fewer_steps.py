@@ -26,12 +26,15 @@ from _toy_common import (
     write_results,
 )
 
+from fewstep.config import FinetuneConfig
 from fewstep.plots import curves
 from fewstep.samplers import build_table, for_policy_gradient
 
 
 def main():
-    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", 3000)
+    parser = base_parser(
+        __doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", FinetuneConfig().iterations
+    )
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     args = parser.parse_args()

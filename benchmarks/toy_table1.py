@@ -42,6 +42,7 @@ from _toy_common import (
 )
 
 from fewstep.data import DataSource
+from fewstep.config import FinetuneConfig
 from fewstep.plots import curves, scatter
 from fewstep.samplers import build_table, ddpm_table, for_policy_gradient
 from fewstep.schedules import make_schedule
@@ -113,7 +114,7 @@ def run_peer(workdir: Path, epochs: int, finetune_epochs: int | None) -> dict:
 
 
 def main():
-    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_table1.json", 3000)
+    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_table1.json", FinetuneConfig().iterations)
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     parser.add_argument("--peer", action="store_true", help="also run the reference implementation (about 25 min)")
     parser.add_argument("--peer-dir", type=Path, default=Path("benchmarks/.cache"), help="its scratch copy")
