@@ -13,7 +13,6 @@ over the steps whose noise decides the outcome. Figure: P(off | x_k) against k, 
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -24,17 +23,12 @@ from fewstep.config import FinetuneConfig
 from fewstep.data import DataSource
 from fewstep.plots import curves
 from fewstep.rollout import TensorNoise, rollout
-from fewstep.steps import COLUMNS, StepTable
+from fewstep.steps import StepTable, steps_from
 
 
 def nearest_distance(x: torch.Tensor, reference: torch.Tensor, rows: int = 500) -> torch.Tensor:
     """Distance of every row of ``x`` to its nearest row of ``reference``."""
     return torch.cat([torch.cdist(x[i : i + rows], reference).min(1).values for i in range(0, len(x), rows)])
-
-
-def steps_from(table: StepTable, k: int) -> StepTable:
-    """The Markov table's steps k, ..., K - 1 as a table of their own (it starts from x_k)."""
-    return dataclasses.replace(table, **{c: getattr(table, c)[k:] for c in COLUMNS})
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from fewstep.rollout import (
 )
 from fewstep.schedules import make_schedule
 from fewstep.samplers import ddpm_table
+from fewstep.steps import steps_from
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +162,25 @@ def test_kept_noise_reruns_the_tail_to_the_rollouts_own_output():
             x = mean + table.s[k].to(mean) * z[j]
     assert sorted(kept.kept) == list(tail)  # nothing before the tail is kept
     torch.testing.assert_close(x, traj.x0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("k", [0, 4, 9])
+def test_steps_from_k_rerun_a_stored_state_to_the_chains_own_output(k):
+    """The table's steps k..K-1, started at the stored x_k with the chain's own noise, end at the chain's x_0."""
+    table = ddpm_table(make_schedule("linear", 10), variance="beta", noise_at_last_step=True)
+    model = random_net(seed=5).float()
+    block = noise_block(table.K, 32, (2,), seed=2).float()
+    with torch.no_grad():
+        full = rollout(model, table, block, states_only=True)
+        tail = rollout(model, steps_from(table, k), torch.cat([full.x[k][None], block[k + 1 :]]), states_only=True)
+    assert steps_from(table, k).K == table.K - k
+    torch.testing.assert_close(tail.x, full.x[k:], rtol=0, atol=0)
+
+
+def test_steps_from_refuses_multistep_tables_and_steps_outside():
+    from fewstep.samplers import dpm_solver_pp_2m_table
+
+    with pytest.raises(FewstepError, match="multistep"):
+        steps_from(dpm_solver_pp_2m_table(make_schedule("linear", 1000), [0, 100, 500, 999]), 2)
+    with pytest.raises(FewstepError, match="outside"):
+        steps_from(stochastic_table(4), 4)

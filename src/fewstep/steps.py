@@ -20,7 +20,7 @@ The builders live in :mod:`fewstep.samplers`; this module holds the table and it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -92,6 +92,19 @@ class StepTable:
     def scoreable(self) -> bool:
         """True when every step is a Gaussian with a log-density: what policy gradient needs."""
         return self.is_markov and self.is_fully_stochastic
+
+
+def steps_from(table: StepTable, k: int) -> StepTable:
+    """Steps k, ..., K - 1 of a first-order table as a table of their own: its chain starts from x_k, the
+    input of step k (re-running a chain from a stored state, e.g. to see which step decides its end).
+
+    A multistep table's step k also reads step k - 1's output, so it has no such tail.
+    """
+    if not table.is_markov:
+        raise FewstepError(f"the {table.name} table is multistep: its steps from {k} on cannot start from x_{k} alone")
+    if not 0 <= k < table.K:
+        raise FewstepError(f"step {k} is outside the table's steps 0..{table.K - 1}")
+    return replace(table, **{name: getattr(table, name)[k:] for name in COLUMNS})
 
 
 def table_to_dict(table: StepTable) -> dict:
