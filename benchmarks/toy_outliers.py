@@ -35,8 +35,7 @@ def nearest_distance(x: torch.Tensor, reference: torch.Tensor, rows: int = 500) 
 def off_probability(model, table: StepTable, x_k: torch.Tensor, k: int, off, repeats: int, random) -> float:
     """P(the chain ends off the data | x_k), over ``repeats`` fresh continuations of every row of x_k."""
     start = x_k.repeat(repeats, 1)
-    block = torch.randn((table.K - k + 1, *start.shape), generator=random)
-    block[0] = start
+    block = torch.cat([start[None], torch.randn((table.K - k, *start.shape), generator=random)])
     return float(off(rollout(model, steps_from(table, k), TensorNoise(block), states_only=True).x0).float().mean())
 
 
@@ -63,7 +62,8 @@ def main():
 
         random = torch.Generator().manual_seed(3)
         with torch.no_grad():
-            chains = rollout(network, table, TensorNoise(torch.randn((table.K + 1, args.chains, 2), generator=random)))
+            noise = TensorNoise(torch.randn((table.K + 1, args.chains, 2), generator=random))
+            chains = rollout(network, table, noise, states_only=True)
         ends_off = off(chains.x0)
         groups = {"chains that end off the data": ends_off, "chains that end on the data": ~ends_off}
         row = {

@@ -257,6 +257,7 @@ class Pathwise:
 
     name = "SFT"
     use_baseline = False
+    pathwise_steps = 0  # the whole chain is reparameterised afresh: no tail of the buffer's rollouts
 
     def loss(
         self, nets: Nets, table: StepTable, buffer: Buffer, m: int, shape, random: torch.Generator, device, ctx: Context
@@ -364,7 +365,7 @@ def iteration(
     m, rounds = cfg.batch_size, cfg.n_critic
     noise = GeneratorNoise(random, rounds * m, shape, device, ctx.round_rows(rounds, m))
     table = nets.generator.table
-    tail = range(table.K - min(getattr(method.estimator, "pathwise_steps", 0), table.K), table.K)
+    tail = range(table.K - min(method.estimator.pathwise_steps, table.K), table.K)
     kept = KeptNoise(noise, tail.start)  # the tail's noise, for reparameterising those steps
     with torch.no_grad():
         everything = rollout(nets.generator, table, kept, states_only=True)
