@@ -1,8 +1,9 @@
 """Shortcut fine-tuning with fewer steps: SFT-PG (B) on the swiss roll and two moons at T = 2, 4 and 10.
 
 For each data set and T a DDPM is pretrained with T steps (sigmoid schedule) and fine-tuned with the
-default settings; rows give W2, sliced W2 and precision/recall of 10K samples before and after
-(means over ``--repeats`` independent draws), beside the noise floor, and the training seconds.
+default settings, once per training seed (``--seeds``); rows give W2, sliced W2 and precision/recall
+of 10K samples before and after (means over ``--repeats`` independent draws of every run), beside the
+noise floor, and the training seconds.
 Figure: W2 against T with the floor.
 
     nice -n 5 python benchmarks/toy_fewer_steps.py --out benchmarks/results/toy_fewer_steps.json
@@ -10,17 +11,16 @@ Figure: W2 against T with the floor.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from _toy_common import (
+    add_seeds,
     base_parser,
     budget,
     finetune_overrides,
+    finetune_seeds,
+    per_seed,
     pretrained,
     print_table,
     row,
-    run_finetune,
     score,
     toy_config,
     write_results,
@@ -37,6 +37,7 @@ def main():
     )
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
+    add_seeds(parser)
     args = parser.parse_args()
     info = budget(args)
     rows = []
@@ -47,13 +48,14 @@ def main():
             table = for_policy_gradient(build_table(config.sampler, model.schedule))
             _, result = score(model, table, config, args.n_samples, args.repeats)
             rows.append(row("ddpm", data, T, result))
-            with tempfile.TemporaryDirectory() as tmp:
-                tuned, curve, wall = run_finetune(config, model, Path(tmp), args.progress)
-            _, result = score(tuned.model, tuned.table, config, args.n_samples, args.repeats)
-            rows.append(row("sft-pg-b", data, T, result, seconds=tuned.result.seconds, wall_seconds=wall, curve=curve))
+            _, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
+            seeds = per_seed(runs)
+            seconds = sum(r["seconds"] for r in seeds) / len(seeds)
+            rows.append(row("sft-pg-b", data, T, result, seconds=seconds, per_seed=seeds, curve=runs[0]["curve"]))
             print(
-                f"{data} T={T}: DDPM W2 {rows[-2]['w2']:.4f} -> SFT-PG (B) {rows[-1]['w2']:.4f} "
-                f"(floor {result['floor']['w2']:.4f}) in {tuned.result.seconds:.0f} s",
+                f"{data} T={T}: DDPM W2 {rows[-2]['w2']:.4f} -> SFT-PG (B) {rows[-1]['w2']:.4f} (training seeds: "
+                f"{', '.join(f'{x:.4f}' for x in (r['w2'] for r in seeds))}; floor {result['floor']['w2']:.4f}) "
+                f"in {seconds:.0f} s",
                 flush=True,
             )
     write_results(args.out, rows, budget=info)

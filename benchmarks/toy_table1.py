@@ -22,19 +22,20 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from _toy_common import (
+    add_seeds,
     base_parser,
     budget,
     finetune_overrides,
+    finetune_seeds,
+    per_seed,
     pretrained,
     print_table,
     row,
-    run_finetune,
     score,
     seconds_to_reach,
     toy_config,
@@ -50,6 +51,14 @@ from fewstep.schedules import make_schedule
 # Table 1, x1e-2 (the paper's figure is sliced W2)
 PAPER = {("ddpm", 10, "swiss_roll"): 8.29, ("sft-pg-b", 10, "swiss_roll"): 0.64}
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "sftpg-official"
+
+
+TARGETS = ("seconds_to_1.25x", "seconds_to_1.10x", "last_over_best_after_first_third")
+
+
+def mean_or_none(values: list) -> float | None:
+    """The mean, or None when a run never got there."""
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def targets(curve: list[dict], key: str) -> dict:
@@ -118,6 +127,7 @@ def main():
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     parser.add_argument("--peer", action="store_true", help="also run the reference implementation (about 25 min)")
     parser.add_argument("--peer-dir", type=Path, default=Path("benchmarks/.cache"), help="its scratch copy")
+    add_seeds(parser)
     args = parser.parse_args()
     info = budget(args)
     rows, curves_by, panels = [], {}, {}
@@ -128,19 +138,29 @@ def main():
         samples, result = score(model, table, config, args.n_samples, args.repeats)
         rows.append(row("ddpm", data, 10, result))
         panels[data] = [("DDPM, T=10", samples)]
-        with tempfile.TemporaryDirectory() as tmp:
-            tuned, curve, wall = run_finetune(config, model, Path(tmp), args.progress)
-        samples, result = score(tuned.model, tuned.table, config, args.n_samples, args.repeats)
+        samples, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
+        curve = runs[0]["curve"]
         key = "w2" if "w2" in curve[-1] and curve[-1]["w2"] is not None else "sw2"
+        seeds = per_seed(runs, **{name: (lambda r, name=name: targets(r["curve"], key)[name]) for name in TARGETS})
         rows.append(
-            row("sft-pg-b", data, 10, result, seconds=tuned.result.seconds, wall_seconds=wall, **targets(curve, key))
+            row(
+                "sft-pg-b",
+                data,
+                10,
+                result,
+                seconds=sum(r["seconds"] for r in seeds) / len(seeds),
+                wall_seconds=sum(r["wall"] for r in runs) / len(runs),
+                per_seed=seeds,
+                **{name: mean_or_none([r[name] for r in seeds]) for name in TARGETS},
+            )
         )
         curves_by[data] = curve
         panels[data].append(("SFT-PG (B), T=10", samples))
-        r = rows[-1]
+        r, by_seed = rows[-1], ", ".join(f"{x['w2']:.4f}" for x in seeds)
         print(
-            f"{data}: W2 {r['w2']:.4f} +- {r['w2_sd']:.4f} vs floor {r['floor']['w2']:.4f} +- "
-            f"{r['floor_sd']['w2']:.4f} ({r['w2'] / r['floor']['w2']:.2f}x) in {r['seconds']:.0f} s",
+            f"{data}: W2 {r['w2']:.4f} +- {r['w2_sd']:.4f} (training seeds: {by_seed}) vs floor "
+            f"{r['floor']['w2']:.4f} +- {r['floor_sd']['w2']:.4f} ({r['w2'] / r['floor']['w2']:.2f}x) "
+            f"in {r['seconds']:.0f} s",
             flush=True,
         )
     if args.peer:

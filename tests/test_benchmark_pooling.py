@@ -1,0 +1,53 @@
+"""The toy benchmarks pool several fine-tuning runs (training seeds), each scored over the same R
+draws, into one figure: its mean and spread must be those of all S x R figures taken together,
+and the seed spread that of the runs' means (benchmarks/_toy_common.py, ``pooled``)."""
+
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def common():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("_toy_common", BENCHMARKS / "_toy_common.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def result(values: list[float]) -> dict:
+    """One run's result as the Evaluator returns it, from its R per-draw W2 figures."""
+    return {
+        "model": {"w2": statistics.mean(values)},
+        "model_sd": {"w2": statistics.stdev(values) if len(values) > 1 else 0.0},
+        "floor": {"w2": 0.01},
+        "floor_sd": {"w2": 0.001},
+        "repeats": len(values),
+        "n": 100,
+    }
+
+
+def test_pooled_equals_the_statistics_of_every_figure(common):
+    runs = [[0.020, 0.023, 0.019], [0.025, 0.027, 0.030], [0.018, 0.017, 0.021]]
+    pooled = common.pooled([result(v) for v in runs])
+    every = [x for v in runs for x in v]
+    assert pooled["model"]["w2"] == pytest.approx(statistics.mean(every), rel=1e-12)
+    assert pooled["model_sd"]["w2"] == pytest.approx(statistics.stdev(every), rel=1e-12)
+    assert pooled["model_seed_sd"]["w2"] == pytest.approx(statistics.stdev([statistics.mean(v) for v in runs]))
+    assert pooled["seeds"] == 3 and pooled["repeats"] == 3  # draws per run, runs counted apart
+    assert pooled["floor"] == {"w2": 0.01}  # the floor does not depend on the training seed
+
+
+def test_one_run_pools_to_itself(common):
+    pooled = common.pooled([result([0.020, 0.023, 0.019])])
+    assert pooled["model_sd"]["w2"] == pytest.approx(statistics.stdev([0.020, 0.023, 0.019]))
+    assert pooled["model_seed_sd"]["w2"] == 0.0
