@@ -217,10 +217,8 @@ def base_parser(description: str, out: str, iterations: int) -> argparse.Argumen
     p.add_argument(
         "--pretrain-steps",
         type=int,
-        default=80_000,
-        help="DDPM pretraining steps at batch 256: 80000 x 256 = 20M examples, the paper's budget (2000 epochs of "
-        "10K points at batch 64); the first releases used 20000, which leaves the T = 4 samplers 15-20%% higher "
-        "after fine-tuning",
+        default=20_000,
+        help="DDPM pretraining steps at batch 256 (paper: 2000 epochs at 64)",
     )
     p.add_argument("--iterations", type=int, default=iterations, help="outer iterations of Algorithm 1")
     p.add_argument("--n-samples", type=int, default=10_000, help="samples of each final evaluation (paper: 10K)")

@@ -7,8 +7,7 @@ against 10K fresh data points, each a mean over ``--repeats`` independent (sampl
 pairs with its standard deviation, beside the noise floor measured the same way.
 
 The paper trained each DDPM for 2000 epochs at batch 64 (20M examples); the default budget here is
-the same, 80000 Adam steps at batch 256 (``--pretrain-steps``; the README's table used 20000, 5.1M
-examples). The budget is printed and recorded.
+20000 Adam steps at batch 256 (5.1M examples). The budget is printed and recorded.
 
     nice -n 10 python benchmarks/toy_ddpm.py --out benchmarks/results/toy_ddpm.json
     python benchmarks/toy_ddpm.py --quick --out /tmp/toy_ddpm.json      # smoke run
