@@ -17,12 +17,13 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from fewstep.config import Config, load_config, to_dict
 from fewstep.data import DataSource
-from fewstep.evaluation import Evaluator, evaluate_sampler
+from fewstep.evaluation import Evaluator, evaluate_sampler, mean_sd
 from fewstep.models import load_pretrained
 from fewstep.pretrained import Pretrained
 from fewstep.runs import Run
@@ -105,16 +106,13 @@ def pooled(results: list[dict]) -> dict:
     draws and between runs together), ``model_seed_sd`` the standard deviation of the S runs' means:
     the spread a change of training seed alone brings, against which a change of settings is judged.
     """
-    first, S = results[0], len(results)
-    R = first["repeats"]
-    mean, sd, seed_sd = {}, {}, {}
-    for k in first["model"]:
-        means = [r["model"][k] for r in results]
-        mean[k] = sum(means) / S
-        spread = sum((R - 1) * r["model_sd"][k] ** 2 + R * (m - mean[k]) ** 2 for r, m in zip(results, means))
+    S, R = len(results), results[0]["repeats"]
+    mean, seed_sd = mean_sd([r["model"] for r in results])
+    sd = {}
+    for k, m in mean.items():
+        spread = sum((R - 1) * r["model_sd"][k] ** 2 + R * (r["model"][k] - m) ** 2 for r in results)
         sd[k] = math.sqrt(spread / (S * R - 1)) if S * R > 1 else 0.0
-        seed_sd[k] = math.sqrt(sum((m - mean[k]) ** 2 for m in means) / (S - 1)) if S > 1 else 0.0
-    return {**first, "model": mean, "model_sd": sd, "model_seed_sd": seed_sd, "seeds": S}
+    return {**results[0], "model": mean, "model_sd": sd, "model_seed_sd": seed_sd, "seeds": S}
 
 
 def finetune_seeds(config: Config, model: Pretrained, seeds: int, n: int, repeats: int, progress: bool = False):
@@ -133,18 +131,22 @@ def finetune_seeds(config: Config, model: Pretrained, seeds: int, n: int, repeat
     return runs[0]["samples"], pooled([r["result"] for r in runs]), runs
 
 
-def per_seed(runs: list[dict], **columns) -> list[dict]:
-    """The per-run figures a JSON row keeps: W2, precision, recall, training seconds, and ``columns``
-    (name -> function of the run) ."""
+def per_seed(runs: list[dict], extra: Callable[[dict], dict] | None = None) -> list[dict]:
+    """The per-run figures a JSON row keeps: W2, precision, recall, training seconds, and ``extra(run)``."""
     return [
         {
             "seed_offset": i,
             **{k: r["result"]["model"][k] for k in ("w2", "sw2", "precision", "recall")},
             "seconds": r["tuned"].result.seconds,
-            **{name: f(r) for name, f in columns.items()},
+            **(extra(r) if extra else {}),
         }
         for i, r in enumerate(runs)
     ]
+
+
+def mean_or_none(values: list) -> float | None:
+    """The mean, or None when some run never got there."""
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def seconds_to_reach(curve: list[dict], key: str, target: float) -> float | None:

@@ -17,6 +17,7 @@ from _toy_common import (
     budget,
     finetune_overrides,
     finetune_seeds,
+    mean_or_none,
     per_seed,
     pretrained,
     print_table,
@@ -50,11 +51,12 @@ def main():
             rows.append(row("ddpm", data, T, result))
             _, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
             seeds = per_seed(runs)
-            seconds = sum(r["seconds"] for r in seeds) / len(seeds)
+            seconds = mean_or_none([r["seconds"] for r in seeds])
+            by_seed = ", ".join(f"{r['w2']:.4f}" for r in seeds)
             rows.append(row("sft-pg-b", data, T, result, seconds=seconds, per_seed=seeds, curve=runs[0]["curve"]))
             print(
                 f"{data} T={T}: DDPM W2 {rows[-2]['w2']:.4f} -> SFT-PG (B) {rows[-1]['w2']:.4f} (training seeds: "
-                f"{', '.join(f'{x:.4f}' for x in (r['w2'] for r in seeds))}; floor {result['floor']['w2']:.4f}) "
+                f"{by_seed}; floor {result['floor']['w2']:.4f}) "
                 f"in {seconds:.0f} s",
                 flush=True,
             )

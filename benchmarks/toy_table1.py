@@ -32,6 +32,7 @@ from _toy_common import (
     budget,
     finetune_overrides,
     finetune_seeds,
+    mean_or_none,
     per_seed,
     pretrained,
     print_table,
@@ -54,11 +55,6 @@ PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "sftpg-officia
 
 
 TARGETS = ("seconds_to_1.25x", "seconds_to_1.10x", "last_over_best_after_first_third")
-
-
-def mean_or_none(values: list) -> float | None:
-    """The mean, or None when a run never got there."""
-    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def targets(curve: list[dict], key: str) -> dict:
@@ -141,15 +137,15 @@ def main():
         samples, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
         curve = runs[0]["curve"]
         key = "w2" if "w2" in curve[-1] and curve[-1]["w2"] is not None else "sw2"
-        seeds = per_seed(runs, **{name: (lambda r, name=name: targets(r["curve"], key)[name]) for name in TARGETS})
+        seeds = per_seed(runs, lambda run: {k: v for k, v in targets(run["curve"], key).items() if k in TARGETS})
         rows.append(
             row(
                 "sft-pg-b",
                 data,
                 10,
                 result,
-                seconds=sum(r["seconds"] for r in seeds) / len(seeds),
-                wall_seconds=sum(r["wall"] for r in runs) / len(runs),
+                seconds=mean_or_none([r["seconds"] for r in seeds]),
+                wall_seconds=mean_or_none([r["wall"] for r in runs]),
                 per_seed=seeds,
                 **{name: mean_or_none([r[name] for r in seeds]) for name in TARGETS},
             )
