@@ -33,7 +33,7 @@ def main():
     info = budget(args)
     rows, panels = [], []
     for T in args.T:
-        config = toy_config("swiss_roll", T, args.pretrain_steps)
+        config = toy_config("swiss_roll", T, args.pretrain_steps, [f"evaluate.floor_repeats={args.floor_repeats}"])
         model, pretrain_seconds = pretrained(config, args.progress)
         table = build_table(config.sampler, model.schedule)
         started = time.time()

@@ -39,6 +39,7 @@ def main():
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     add_seeds(parser)
+    parser.set_defaults(floor_repeats=20)  # the floor decides the ratio targets: 20 pairs, not --repeats
     args = parser.parse_args()
     info = budget(args)
     rows = []

@@ -124,6 +124,7 @@ def main():
     parser.add_argument("--peer", action="store_true", help="also run the reference implementation (about 25 min)")
     parser.add_argument("--peer-dir", type=Path, default=Path("benchmarks/.cache"), help="its scratch copy")
     add_seeds(parser)
+    parser.set_defaults(floor_repeats=20)  # the floor decides the ratio targets: 20 pairs, not --repeats
     args = parser.parse_args()
     info = budget(args)
     rows, curves_by, panels = [], {}, {}
@@ -166,7 +167,7 @@ def main():
         peer = run_peer(
             args.peer_dir, budget_note["epochs"], None if not args.quick else budget_note["finetune_epochs"]
         )
-        config = toy_config("swiss_roll", 10, args.pretrain_steps)
+        config = toy_config("swiss_roll", 10, args.pretrain_steps, [f"evaluate.floor_repeats={args.floor_repeats}"])
         table = ddpm_table(make_schedule("sigmoid", 10), variance="beta", noise_at_last_step=True)
         samples, result = score(peer["model"], table, config, args.n_samples, args.repeats)
         rows.append(

@@ -72,6 +72,23 @@ def test_repeats_give_a_mean_and_spread_over_independent_draws():
     assert abs(result["model"]["w2"] - result["floor"]["w2"]) < 3 * result["floor_sd"]["w2"] + 0.01
 
 
+def test_floor_repeats_average_more_data_pairs_than_the_sample_draws():
+    def evaluator(extra):
+        config = load_config(None, ["data.name=moons", "evaluate.n_samples=200", *extra])
+        return Evaluator(DataSource(config.data), config.evaluate)
+
+    one = evaluator([])
+    pairs = [one.metrics(*reversed(one.data.floor_pair(200, one._seed(r)))) for r in range(3)]
+    far = torch.full((200, 2), 5.0)
+    assert one.score_samples(far)["floor"]["w2"] == pytest.approx(pairs[0]["w2"])
+    result = evaluator(["evaluate.floor_repeats=3"]).score_samples(far)
+    assert result["repeats"] == 1 and result["floor_repeats"] == 3
+    assert result["floor"]["w2"] == pytest.approx(np.mean([p["w2"] for p in pairs]))
+    assert result["floor_sd"]["w2"] == pytest.approx(np.std([p["w2"] for p in pairs], ddof=1))
+    # never fewer pairs than sample draws: the first pairs hold the draws the samples are scored against
+    assert evaluator(["evaluate.repeats=2", "evaluate.floor_repeats=1"]).floor(200, 2)["floor_repeats"] == 2
+
+
 def test_prdc_closed_cases():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(500, 2, generator=g)

@@ -133,6 +133,14 @@ class EvalConfig:
     repeats: int = opt(
         1, "independent draws (sample seed and data draw) averaged, reported with their spread", min=1, max=100
     )
+    floor_repeats: int = opt(
+        0,
+        "independent data pairs the noise floor averages, at least `repeats` (0: exactly `repeats`); the first "
+        "`repeats` pairs hold the draws the samples are scored against. A floor's standard error falls as "
+        "1/sqrt(pairs): at 10K points one swiss-roll pair ranges 0.012-0.034",
+        min=0,
+        max=1000,
+    )
     exact_w2_max: int = opt(
         10_000,
         "exact W2 only up to this many points (its cost grows as n^2 memory, n^3 time); "

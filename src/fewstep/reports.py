@@ -34,7 +34,8 @@ def _cell(result: dict, key: str, part: str = "model") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     sd = result.get(part + "_sd", {}).get(key)
-    return f"{value:.4f}" + (f" +- {sd:.4f}" if result["repeats"] > 1 and sd is not None else "")
+    draws = result.get("floor_repeats", result["repeats"]) if part == "floor" else result["repeats"]
+    return f"{value:.4f}" + (f" +- {sd:.4f}" if draws > 1 and sd is not None else "")
 
 
 def _short(result: dict, keys: tuple[str, ...]) -> str:

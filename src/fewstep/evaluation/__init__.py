@@ -98,13 +98,15 @@ class Evaluator:
         return self.cfg.seed + 7919 * repeat
 
     def floor(self, n: int, repeats: int) -> dict:
-        """The noise floor at size ``n``: mean and sd over ``repeats`` independent data pairs (cached)."""
+        """The noise floor at size ``n``: mean and sd over max(``repeats``, ``evaluate.floor_repeats``)
+        independent data pairs, pair r being the data draw repeat r is scored against (cached)."""
         n = self.size(n)
-        key = json.dumps([vars(self.data.config), n, vars(self.cfg), repeats], sort_keys=True, default=str)
+        pairs = max(repeats, self.cfg.floor_repeats)
+        key = json.dumps([vars(self.data.config), n, vars(self.cfg), pairs], sort_keys=True, default=str)
         if key not in _FLOORS:
-            scores = [self.metrics(*reversed(self.data.floor_pair(n, self._seed(r)))) for r in range(repeats)]
+            scores = [self.metrics(*reversed(self.data.floor_pair(n, self._seed(r)))) for r in range(pairs)]
             mean, sd = mean_sd(scores)
-            _FLOORS[key] = {"floor": mean, "floor_sd": sd}
+            _FLOORS[key] = {"floor": mean, "floor_sd": sd, "floor_repeats": pairs}
         return _FLOORS[key]
 
     def score(
@@ -112,8 +114,8 @@ class Evaluator:
     ) -> tuple[torch.Tensor, dict]:
         """Score ``draw(n, r)`` (the samples of repeat r, each with a fresh seed) against held-out data.
 
-        Returns the first repeat's samples and ``{"model", "model_sd", "floor", "floor_sd", "n",
-        "repeats", "data"}``: per-metric means and standard deviations over the repeats.
+        Returns the first repeat's samples and ``{"model", "model_sd", "floor", "floor_sd", "floor_repeats",
+        "n", "repeats", "data"}``: per-metric means and standard deviations over the repeats.
         """
         n = self.size(n or self.cfg.n_samples)
         repeats = repeats or self.cfg.repeats
