@@ -209,8 +209,8 @@ def print_table(rows: list[dict], title: str = "", paper: dict | None = None) ->
         pairs = r.get("floor_repeats", r["repeats"])
         floor = {**r["floor"], **{f"{k}_sd": v for k, v in r["floor_sd"].items()}, "repeats": pairs}
         print(
-            f"| noise floor (two data draws, {pairs} pairs) | {data} | | {_pm(floor, 'w2', 100)} | {_pm(floor, 'sw2', 100)} | "
-            f"{_pm(floor, 'precision')} | {_pm(floor, 'recall')} | | |"
+            f"| noise floor (two data draws, {pairs} pairs) | {data} | | {_pm(floor, 'w2', 100)} | "
+            f"{_pm(floor, 'sw2', 100)} | {_pm(floor, 'precision')} | {_pm(floor, 'recall')} | | |"
         )
 
 
