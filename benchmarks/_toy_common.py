@@ -39,6 +39,9 @@ VARIANTS = {
     "sft-gp": ["finetune.estimator=pathwise", "finetune.critic_reg=gp"],
 }
 """The three methods of the paper's Figure 4, as config overrides."""
+TARGET_FLOOR_PAIRS = 20
+"""Floor pairs of the benchmarks whose ratio to the floor decides a target (Table 1, fewer steps): a
+5-pair floor of 10K toy draws has a standard error of 13-18%, more than a 1.10x target tolerates."""
 LABELS = {"ddpm": "DDPM", "sft-gp": "SFT (GP)", "sft-pg-gp": "SFT-PG (GP)", "sft-pg-b": "SFT-PG (B)"}
 
 
@@ -166,7 +169,7 @@ def row(method: str, data: str, steps: int, result: dict, **extra) -> dict:
         "seeds": result.get("seeds", 1),
         "floor": result["floor"],
         "floor_sd": result["floor_sd"],
-        "floor_repeats": result.get("floor_repeats", result["repeats"]),
+        "floor_repeats": result["floor_repeats"],
         "n": result["n"],
         "repeats": result["repeats"],
         **extra,
@@ -206,7 +209,7 @@ def print_table(rows: list[dict], title: str = "", paper: dict | None = None) ->
         )
         floors[r["data"]] = r
     for data, r in floors.items():
-        pairs = r.get("floor_repeats", r["repeats"])
+        pairs = r["floor_repeats"]
         floor = {**r["floor"], **{f"{k}_sd": v for k, v in r["floor_sd"].items()}, "repeats": pairs}
         print(
             f"| noise floor (two data draws, {pairs} pairs) | {data} | | {_pm(floor, 'w2', 100)} | "
@@ -214,8 +217,8 @@ def print_table(rows: list[dict], title: str = "", paper: dict | None = None) ->
         )
 
 
-def base_parser(description: str, out: str, iterations: int) -> argparse.ArgumentParser:
-    """Arguments every toy SFT benchmark takes."""
+def base_parser(description: str, out: str, iterations: int, floor_repeats: int = 0) -> argparse.ArgumentParser:
+    """Arguments every toy SFT benchmark takes; ``floor_repeats`` is the default of ``--floor-repeats``."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(out), help="JSON output; the PNG figure goes beside it")
     p.add_argument(
@@ -230,7 +233,7 @@ def base_parser(description: str, out: str, iterations: int) -> argparse.Argumen
     p.add_argument(
         "--floor-repeats",
         type=int,
-        default=0,
+        default=floor_repeats,
         help="independent data pairs of each noise floor, at least --repeats (0: as many as --repeats); 5 pairs of "
         "10K toy draws leave the floor a standard error of 13-18%%, more than a target of 1.10x the floor tolerates",
     )
@@ -280,13 +283,18 @@ def budget(args) -> dict:
     return info
 
 
+def floor_override(args) -> str:
+    """The config override that gives every noise floor ``--floor-repeats`` data pairs."""
+    return f"evaluate.floor_repeats={args.floor_repeats}"
+
+
 def finetune_overrides(args, extra: list[str] = ()) -> list[str]:
     every = max(1, args.iterations // 12)
     return [
         f"finetune.iterations={args.iterations}",
         f"finetune.eval_every={every}",
         f"finetune.checkpoint_every={args.iterations}",
-        f"evaluate.floor_repeats={args.floor_repeats}",
+        floor_override(args),
         *extra,
         *args.overrides,
     ]

@@ -17,7 +17,17 @@ from __future__ import annotations
 
 import time
 
-from _toy_common import base_parser, budget, pretrained, print_table, row, score, toy_config, write_results
+from _toy_common import (
+    base_parser,
+    budget,
+    floor_override,
+    pretrained,
+    print_table,
+    row,
+    score,
+    toy_config,
+    write_results,
+)
 
 from fewstep.data import DataSource
 from fewstep.plots import scatter
@@ -33,7 +43,7 @@ def main():
     info = budget(args)
     rows, panels = [], []
     for T in args.T:
-        config = toy_config("swiss_roll", T, args.pretrain_steps, [f"evaluate.floor_repeats={args.floor_repeats}"])
+        config = toy_config("swiss_roll", T, args.pretrain_steps, [floor_override(args)])
         model, pretrain_seconds = pretrained(config, args.progress)
         table = build_table(config.sampler, model.schedule)
         started = time.time()

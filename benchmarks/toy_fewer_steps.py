@@ -12,6 +12,7 @@ Figure: W2 against T with the floor.
 from __future__ import annotations
 
 from _toy_common import (
+    TARGET_FLOOR_PAIRS,
     add_seeds,
     base_parser,
     budget,
@@ -34,12 +35,14 @@ from fewstep.samplers import build_table, for_policy_gradient
 
 def main():
     parser = base_parser(
-        __doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json", FinetuneConfig().iterations
+        __doc__.split("\n\n")[0],
+        "benchmarks/results/toy_fewer_steps.json",
+        FinetuneConfig().iterations,
+        floor_repeats=TARGET_FLOOR_PAIRS,
     )
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     add_seeds(parser)
-    parser.set_defaults(floor_repeats=20)  # the floor decides the ratio targets: 20 pairs, not --repeats
     args = parser.parse_args()
     info = budget(args)
     rows = []

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import torch
 from _toy_common import (
+    TARGET_FLOOR_PAIRS,
     add_seeds,
     base_parser,
     budget,
     finetune_overrides,
+    floor_override,
     finetune_seeds,
     mean_or_none,
     per_seed,
@@ -119,12 +121,16 @@ def run_peer(workdir: Path, epochs: int, finetune_epochs: int | None) -> dict:
 
 
 def main():
-    parser = base_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_table1.json", FinetuneConfig().iterations)
+    parser = base_parser(
+        __doc__.split("\n\n")[0],
+        "benchmarks/results/toy_table1.json",
+        FinetuneConfig().iterations,
+        floor_repeats=TARGET_FLOOR_PAIRS,
+    )
     parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     parser.add_argument("--peer", action="store_true", help="also run the reference implementation (about 25 min)")
     parser.add_argument("--peer-dir", type=Path, default=Path("benchmarks/.cache"), help="its scratch copy")
     add_seeds(parser)
-    parser.set_defaults(floor_repeats=20)  # the floor decides the ratio targets: 20 pairs, not --repeats
     args = parser.parse_args()
     info = budget(args)
     rows, curves_by, panels = [], {}, {}
@@ -167,7 +173,7 @@ def main():
         peer = run_peer(
             args.peer_dir, budget_note["epochs"], None if not args.quick else budget_note["finetune_epochs"]
         )
-        config = toy_config("swiss_roll", 10, args.pretrain_steps, [f"evaluate.floor_repeats={args.floor_repeats}"])
+        config = toy_config("swiss_roll", 10, args.pretrain_steps, [floor_override(args)])
         table = ddpm_table(make_schedule("sigmoid", 10), variance="beta", noise_at_last_step=True)
         samples, result = score(peer["model"], table, config, args.n_samples, args.repeats)
         rows.append(

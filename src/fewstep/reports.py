@@ -34,7 +34,7 @@ def _cell(result: dict, key: str, part: str = "model") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     sd = result.get(part + "_sd", {}).get(key)
-    draws = result.get("floor_repeats", result["repeats"]) if part == "floor" else result["repeats"]
+    draws = result["floor_repeats"] if part == "floor" else result["repeats"]
     return f"{value:.4f}" + (f" +- {sd:.4f}" if draws > 1 and sd is not None else "")
 
 
