@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from fewstep.config import Config, load_config, to_dict
+from fewstep.config import Config, FinetuneConfig, load_config, to_dict
 from fewstep.data import DataSource
 from fewstep.evaluation import Evaluator, evaluate_sampler, mean_sd
 from fewstep.models import load_pretrained
@@ -248,6 +248,16 @@ def base_parser(description: str, out: str, iterations: int, floor_repeats: int 
     p.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
+
+
+def target_parser(
+    description: str, out: str, data: tuple[str, ...] = ("swiss_roll", "moons")
+) -> argparse.ArgumentParser:
+    """:func:`base_parser` of a benchmark whose floors decide a target: the default fine-tuning iterations,
+    ``TARGET_FLOOR_PAIRS`` floor pairs, and ``--data``."""
+    parser = base_parser(description, out, FinetuneConfig().iterations, floor_repeats=TARGET_FLOOR_PAIRS)
+    parser.add_argument("--data", nargs="+", default=list(data), help="data sets")
+    return parser
 
 
 def add_seeds(parser: argparse.ArgumentParser, default: int = 3) -> None:

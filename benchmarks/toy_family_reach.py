@@ -24,8 +24,7 @@ import time
 
 import torch
 from _toy_common import (
-    TARGET_FLOOR_PAIRS,
-    base_parser,
+    add_seeds,
     budget,
     finetune_overrides,
     finetune_seeds,
@@ -35,12 +34,12 @@ from _toy_common import (
     print_table,
     row,
     score,
+    target_parser,
     toy_config,
     write_results,
 )
 from scipy.optimize import linear_sum_assignment
 
-from fewstep.config import FinetuneConfig
 from fewstep.data import DataSource
 from fewstep.models import EMA
 from fewstep.plots import scatter
@@ -93,14 +92,10 @@ def fit_by_transport(
 
 
 def main():
-    parser = base_parser(
-        __doc__.split("\n\n")[0],
-        "benchmarks/results/toy_family_reach.json",
-        FinetuneConfig().iterations,
-        floor_repeats=TARGET_FLOOR_PAIRS,
+    parser = target_parser(
+        __doc__.split("\n\n")[0], "benchmarks/results/toy_family_reach.json", ("moons", "swiss_roll")
     )
-    parser.add_argument("--data", nargs="+", default=["moons", "swiss_roll"], help="data sets")
-    parser.add_argument("--seeds", type=int, default=1, help="training runs of each method, one per seed")
+    add_seeds(parser, default=1)
     parser.add_argument("--ot-iterations", type=int, default=3000, help="iterations of the transport fit")
     parser.add_argument("--batch", type=int, default=1024, help="chains (and data points) per transport-fit batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the transport fit")

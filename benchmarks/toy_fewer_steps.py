@@ -12,9 +12,7 @@ Figure: W2 against T with the floor.
 from __future__ import annotations
 
 from _toy_common import (
-    TARGET_FLOOR_PAIRS,
     add_seeds,
-    base_parser,
     budget,
     finetune_overrides,
     finetune_seeds,
@@ -24,24 +22,18 @@ from _toy_common import (
     print_table,
     row,
     score,
+    target_parser,
     toy_config,
     write_results,
 )
 
-from fewstep.config import FinetuneConfig
 from fewstep.plots import curves
 from fewstep.samplers import build_table, for_policy_gradient
 
 
 def main():
-    parser = base_parser(
-        __doc__.split("\n\n")[0],
-        "benchmarks/results/toy_fewer_steps.json",
-        FinetuneConfig().iterations,
-        floor_repeats=TARGET_FLOOR_PAIRS,
-    )
+    parser = target_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_fewer_steps.json")
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 10], help="numbers of steps")
-    parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
     add_seeds(parser)
     args = parser.parse_args()
     info = budget(args)

@@ -27,13 +27,11 @@ from pathlib import Path
 
 import torch
 from _toy_common import (
-    TARGET_FLOOR_PAIRS,
     add_seeds,
-    base_parser,
     budget,
     finetune_overrides,
-    floor_override,
     finetune_seeds,
+    floor_override,
     mean_or_none,
     per_seed,
     pretrained,
@@ -41,12 +39,12 @@ from _toy_common import (
     row,
     score,
     seconds_to_reach,
+    target_parser,
     toy_config,
     write_results,
 )
 
 from fewstep.data import DataSource
-from fewstep.config import FinetuneConfig
 from fewstep.plots import curves, scatter
 from fewstep.samplers import build_table, ddpm_table, for_policy_gradient
 from fewstep.schedules import make_schedule
@@ -121,13 +119,7 @@ def run_peer(workdir: Path, epochs: int, finetune_epochs: int | None) -> dict:
 
 
 def main():
-    parser = base_parser(
-        __doc__.split("\n\n")[0],
-        "benchmarks/results/toy_table1.json",
-        FinetuneConfig().iterations,
-        floor_repeats=TARGET_FLOOR_PAIRS,
-    )
-    parser.add_argument("--data", nargs="+", default=["swiss_roll", "moons"], help="data sets")
+    parser = target_parser(__doc__.split("\n\n")[0], "benchmarks/results/toy_table1.json")
     parser.add_argument("--peer", action="store_true", help="also run the reference implementation (about 25 min)")
     parser.add_argument("--peer-dir", type=Path, default=Path("benchmarks/.cache"), help="its scratch copy")
     add_seeds(parser)

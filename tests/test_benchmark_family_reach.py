@@ -2,28 +2,18 @@
 assignment (benchmarks/toy_family_reach.py, ``minibatch_w2_squared``): its value must be the exact
 W2^2 the evaluation reports, and its gradient that of the matched pairs' squared distances."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from fewstep.evaluation.points import w2
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from _benchmarks import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def reach():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("toy_family_reach", BENCHMARKS / "toy_family_reach.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with benchmark_module("toy_family_reach") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_value_is_the_exact_empirical_w2_squared(reach):

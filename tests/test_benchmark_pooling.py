@@ -2,26 +2,17 @@
 draws, into one figure: its mean and spread must be those of all S x R figures taken together,
 and the seed spread that of the runs' means (benchmarks/_toy_common.py, ``pooled``)."""
 
-import importlib.util
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from _benchmarks import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def common():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("_toy_common", BENCHMARKS / "_toy_common.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with benchmark_module("_toy_common") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def result(values: list[float]) -> dict:
