@@ -1,4 +1,4 @@
-"""How far the sampler family itself reaches: the same 10-step sampler trained on W2 directly, beside SFT-PG (B).
+"""How far the sampler family itself reaches: the same T-step sampler trained on W2 directly, beside SFT-PG (B).
 
 SFT-PG (B) stops above the noise floor on the toys (Table 1). This asks whether the policy gradient
 and its critic are what stop it, or the sampler family: the pretrained epsilon-network with the
@@ -97,6 +97,7 @@ def main():
     )
     add_seeds(parser, default=1)
     parser.add_argument("--ot-iterations", type=int, default=3000, help="iterations of the transport fit")
+    parser.add_argument("--T", type=int, default=10, help="sampling steps (a DDPM is pretrained for this T)")
     parser.add_argument("--batch", type=int, default=1024, help="chains (and data points) per transport-fit batch")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the transport fit")
     args = parser.parse_args()
@@ -105,12 +106,12 @@ def main():
         args.ot_iterations, args.batch = 20, 64
     rows, panels = [], {}
     for data in args.data:
-        config = toy_config(data, 10, args.pretrain_steps, finetune_overrides(args))
+        config = toy_config(data, args.T, args.pretrain_steps, finetune_overrides(args))
         model, _ = pretrained(config, args.progress)
         table = for_policy_gradient(build_table(config.sampler, model.schedule))
         samples, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
         seeds = per_seed(runs)
-        rows.append(row("sft-pg-b", data, 10, result, seconds=sum(r["seconds"] for r in seeds) / len(seeds)))
+        rows.append(row("sft-pg-b", data, args.T, result, seconds=sum(r["seconds"] for r in seeds) / len(seeds)))
         panels[data] = [(f"SFT-PG (B), W2 {100 * result['model']['w2']:.2f}e-2", samples)]
         train = DataSource(config.data).train()
         fits = []
@@ -127,7 +128,7 @@ def main():
             row(
                 "transport fit",
                 data,
-                10,
+                args.T,
                 pooled_fit,
                 seconds=sum(f[1] for f in fits) / len(fits),
                 batch=args.batch,
@@ -144,10 +145,12 @@ def main():
                 flush=True,
             )
     write_results(args.out, rows, budget={**info, "ot_iterations": args.ot_iterations, "batch": args.batch})
-    print_table(rows, "The sampler family's reach: SFT-PG (B) against a direct W2 fit of the same sampler (T = 10)")
+    print_table(
+        rows, f"The sampler family's reach: SFT-PG (B) against a direct W2 fit of the same sampler, T = {args.T}"
+    )
     png = args.out.with_suffix(".png")
     for data, panel in panels.items():
-        reference, _ = DataSource(toy_config(data, 10, 1).data).floor_pair(args.n_samples, 1)
+        reference, _ = DataSource(toy_config(data, args.T, 1).data).floor_pair(args.n_samples, 1)
         scatter(panel, reference, png.with_name(f"{png.stem}_{data}.png"))
     print(f"wrote {args.out} and figures beside it")
 
