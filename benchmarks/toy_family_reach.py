@@ -28,6 +28,7 @@ from _toy_common import (
     budget,
     finetune_overrides,
     finetune_seeds,
+    mean_or_none,
     per_seed,
     pooled,
     pretrained,
@@ -40,6 +41,7 @@ from _toy_common import (
 )
 from scipy.optimize import linear_sum_assignment
 
+from fewstep.config import FinetuneConfig
 from fewstep.data import DataSource
 from fewstep.models import EMA
 from fewstep.plots import scatter
@@ -47,6 +49,7 @@ from fewstep.progress import bar
 from fewstep.rollout import GeneratorNoise, rollout
 from fewstep.samplers import build_table, for_policy_gradient
 from fewstep.steps import StepTable
+from fewstep.training.loop import lr_factor
 
 
 def minibatch_w2_squared(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,16 +68,17 @@ def fit_by_transport(
     iterations: int,
     batch: int,
     lr: float,
-    ema_decay: float,
+    finetune: FinetuneConfig,
     seed: int,
     progress: bool = False,
 ) -> tuple[torch.nn.Module, float, list[float]]:
     """Train a copy of ``network`` (``table`` fixed) on :func:`minibatch_w2_squared` against ``train``,
-    back-propagated through the whole chain; returns the EMA network, the seconds and the batch W2 curve."""
+    back-propagated through the whole chain, with fine-tuning's learning-rate schedule and EMA (``finetune``);
+    returns the EMA network, the seconds and the batch W2 of every iteration."""
     network = copy.deepcopy(network).train()
-    ema = EMA(network, ema_decay)
+    ema = EMA(network, finetune.ema_decay)
     optimiser = torch.optim.Adam(network.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: 1 - i / iterations)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: lr_factor(finetune.lr_schedule, i, iterations))
     random = torch.Generator().manual_seed(seed)
     shape, losses, started = tuple(train.shape[1:]), [], time.time()
     with bar(total=iterations, enabled=progress, desc="transport fit", unit="it") as progress_bar:
@@ -104,54 +108,56 @@ def main():
     info = budget(args)
     if args.quick:
         args.ot_iterations, args.batch = 20, 64
-    rows, panels = [], {}
+    rows, panels, references = [], {}, {}
     for data in args.data:
         config = toy_config(data, args.T, args.pretrain_steps, finetune_overrides(args))
         model, _ = pretrained(config, args.progress)
         table = for_policy_gradient(build_table(config.sampler, model.schedule))
         samples, result, runs = finetune_seeds(config, model, args.seeds, args.n_samples, args.repeats, args.progress)
-        seeds = per_seed(runs)
-        rows.append(row("sft-pg-b", data, args.T, result, seconds=sum(r["seconds"] for r in seeds) / len(seeds)))
+        seconds = mean_or_none([r["seconds"] for r in per_seed(runs)])
+        rows.append(row("sft-pg-b", data, args.T, result, seconds=seconds))
         panels[data] = [(f"SFT-PG (B), W2 {100 * result['model']['w2']:.2f}e-2", samples)]
-        train = DataSource(config.data).train()
-        fits = []
+        source = DataSource(config.data)
+        fits, seconds, last_batch_w2 = [], [], []
         for offset in range(args.seeds):
-            network, seconds, losses = fit_by_transport(
-                model.model, table, train, args.ot_iterations, args.batch, args.lr,
-                config.finetune.ema_decay, config.seed + offset, args.progress,
+            network, took, batch_w2 = fit_by_transport(
+                model.model, table, source.train(), args.ot_iterations, args.batch, args.lr,
+                config.finetune, config.seed + offset, args.progress,
             )  # fmt: skip
             fit_samples, fit = score(network, table, config, args.n_samples, args.repeats)
-            fits.append((fit, seconds, fit_samples, losses))
-            print(f"{data}: transport fit, seed {offset}: W2 {fit['model']['w2']:.4f} in {seconds:.0f} s", flush=True)
-        pooled_fit = pooled([f[0] for f in fits])
+            fits.append(fit)
+            seconds.append(took)
+            last_batch_w2.append(sum(batch_w2[-100:]) / len(batch_w2[-100:]))
+            if offset == 0:
+                first_samples = fit_samples
+            print(f"{data}: transport fit, seed {offset}: W2 {fit['model']['w2']:.4f} in {took:.0f} s", flush=True)
+        fit = pooled(fits)
         rows.append(
             row(
                 "transport fit",
                 data,
                 args.T,
-                pooled_fit,
-                seconds=sum(f[1] for f in fits) / len(fits),
-                batch=args.batch,
-                lr=args.lr,
-                iterations=args.ot_iterations,
-                batch_w2_last_100=sum(fits[0][3][-100:]) / len(fits[0][3][-100:]),
+                fit,
+                seconds=mean_or_none(seconds),
+                batch_w2_last_100=mean_or_none(last_batch_w2),
             )
         )
-        panels[data].append((f"transport fit, W2 {100 * pooled_fit['model']['w2']:.2f}e-2", fits[0][2]))
+        panels[data].append((f"transport fit, W2 {100 * fit['model']['w2']:.2f}e-2", first_samples))
+        references[data], _ = source.floor_pair(args.n_samples, 1)
         for r in rows[-2:]:
             print(
                 f"{data} {r['method']}: W2 {r['w2']:.4f} +- {r['w2_sd']:.4f} = {r['w2'] / r['floor']['w2']:.2f}x the "
                 f"floor {r['floor']['w2']:.4f}; precision {r['precision']:.3f}, recall {r['recall']:.3f}",
                 flush=True,
             )
-    write_results(args.out, rows, budget={**info, "ot_iterations": args.ot_iterations, "batch": args.batch})
+    fit_budget = {"T": args.T, "ot_iterations": args.ot_iterations, "batch": args.batch, "lr": args.lr}
+    write_results(args.out, rows, budget={**info, **fit_budget})
     print_table(
         rows, f"The sampler family's reach: SFT-PG (B) against a direct W2 fit of the same sampler, T = {args.T}"
     )
     png = args.out.with_suffix(".png")
     for data, panel in panels.items():
-        reference, _ = DataSource(toy_config(data, args.T, 1).data).floor_pair(args.n_samples, 1)
-        scatter(panel, reference, png.with_name(f"{png.stem}_{data}.png"))
+        scatter(panel, references[data], png.with_name(f"{png.stem}_{data}.png"))
     print(f"wrote {args.out} and figures beside it")
 
 
