@@ -49,6 +49,12 @@ class FinetuneConfig:
     lr_generator: float = opt(
         1e-4, "Adam learning rate of the generator theta (paper toys: 5e-5; images: 1e-6)", above=0.0, max=10.0
     )
+    max_kl: float = opt(
+        0.0,
+        "trust region: the largest mean per-step KL divergence (nats) one generator update may move the sampler by, "
+        "measured on 64 buffer entries; a larger update is scaled back to it (0 = off)",
+        min=0.0,
+    )
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
     lr_baseline: float = opt(1e-3, "Adam learning rate of the baseline omega (images: 1e-4)", above=0.0, max=10.0)
     critic_hidden: list[int] = opt(

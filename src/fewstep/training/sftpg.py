@@ -36,6 +36,7 @@ from ..distributed import SINGLE, Context, average, average_gradients, maximum
 from ..errors import Diverged
 from ..rollout import GeneratorNoise, KeptNoise, Trajectory, rollout, step_log_prob, step_mean
 from ..steps import StepTable
+from .trust_region import TrustRegion
 
 CHUNK_ROWS = 512
 """Rows of (step, trajectory) pairs per chunk of R_B (at least one step): its memory does not grow with K."""
@@ -375,8 +376,14 @@ def iteration(
         traj = everything.select(slice(r * share, (r + 1) * share))
         stats = critic_round(nets, method, traj, ctx.take(draw_real(m)), cfg.critic_bound, random, ctx)
     buffer = Buffer(everything, rounds, m, noise_of_tail)
+    region = TrustRegion(cfg.max_kl, ctx) if cfg.max_kl > 0 else None
+    probe = region.probe(everything.x) if region else None
+    before = region.snapshot(nets.generator, *probe) if region else None
     for _ in range(cfg.n_generator):
         loss = method.estimator.loss(nets, nets.generator.table, buffer, m, shape, random, device, ctx)
         grad_norm = generator_step(nets, loss, cfg.clip, ctx)
+        if region:
+            before, limits = region.limit(nets.generator, before, *probe)
+            stats.update(limits)
     stats = {**stats, "generator_loss": loss.item()}
     return {**{k: average(v, ctx) for k, v in stats.items()}, "grad_norm": grad_norm}

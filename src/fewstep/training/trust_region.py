@@ -1,0 +1,109 @@
+"""A trust region on the generator: one update may move the sampler by at most ``max_kl`` nats.
+
+Each step of the sampler is a Gaussian policy p_theta(x_t | x_{t+1}) = N(mu_theta(x_{t+1}, k), s_k^2 I)
+(eq. 3). After a generator update, the KL divergence KL(p_old || p_new) of every step is measured on
+a fixed probe of the buffer's entries (eq. 20's (trajectory, step) pairs) and averaged; when the
+mean exceeds ``max_kl`` the parameters' change is scaled back (by sqrt(max_kl / KL), then halved
+until it is within), as in the line search of TRPO (Schulman et al., 2015, the constraint of eq. 12
+there). The paper's own trust region is the gradient-norm clip gamma (Section 4.2), which bounds the
+gradient, not how far the sampler moves.
+
+Why the sampler and not the weights: Adam moves every weight by about the learning rate whatever
+its gradient's scale, so the same rate moves a U-Net's output far more than a toy MLP's. On the
+toys at the default 1e-4 one update moves the sampler by at most 1e-4 nats; on the 14x14 MNIST
+U-Net 2e-6 was the largest rate that did not diverge (see the README). A bound in nats means the
+same on both.
+
+The probe is deterministic (no random numbers: a resumed or multi-process run takes the same
+decisions), spread evenly over the steps and the chains of the buffer, whose entries are i.i.d.
+rollouts of the sampler before the update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..distributed import SINGLE, Context, average
+from ..rollout import step_mean
+from ..steps import StepTable
+
+PROBE_ENTRIES = 64
+"""Buffer entries the KL is measured on (two forward passes of the network per update at most, more
+only when an update is scaled back)."""
+MAX_HALVINGS = 20
+
+
+def gaussian_kl(
+    mean_old: torch.Tensor, std_old: torch.Tensor, mean_new: torch.Tensor, std_new: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean_old, std_old^2 I) || N(mean_new, std_new^2 I)) per row, summed over dimensions: [B].
+
+    ``std_*`` hold one value per row.
+    """
+    D = mean_old[0].numel()
+    ratio = (std_old / std_new).to(mean_old.dtype)
+    shift = (mean_new - mean_old).flatten(1).pow(2).sum(1) / (2 * std_new.to(mean_old.dtype) ** 2)
+    return shift + D * (0.5 * ratio**2 - ratio.log() - 0.5)
+
+
+def probe_rows(K: int, chains: int, entries: int = PROBE_ENTRIES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(step k, chain i) of ``entries`` probe rows spread evenly over K steps and ``chains`` chains."""
+    j = torch.arange(entries)
+    return j * K // entries, (j * 7919) % chains
+
+
+@dataclass
+class Snapshot:
+    """The generator before an update: its parameters and the probe's step means and stds."""
+
+    params: list[torch.Tensor]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+class TrustRegion:
+    """Bounds the mean per-step KL divergence of one generator update by ``max_kl`` (see the module docstring)."""
+
+    def __init__(self, max_kl: float, ctx: Context = SINGLE):
+        self.max_kl, self.ctx = max_kl, ctx
+
+    def probe(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe's inputs x_{t+1} and step indices k from this process's states [K + 1, n, ...]."""
+        k, i = probe_rows(states.shape[0] - 1, states.shape[1])
+        return states[k.to(states.device), i.to(states.device)], k
+
+    @staticmethod
+    def _policy(generator: nn.Module, table: StepTable, x: torch.Tensor, k: torch.Tensor):
+        with torch.no_grad():
+            mean, _ = step_mean(generator, table, x, k)
+        return mean, table.s.detach()[k].to(mean.device)
+
+    def snapshot(self, generator: nn.Module, x: torch.Tensor, k: torch.Tensor) -> Snapshot:
+        mean, std = self._policy(generator, generator.table, x, k)
+        return Snapshot([p.detach().clone() for p in generator.parameters() if p.requires_grad], mean, std)
+
+    def _kl(self, generator: nn.Module, before: Snapshot, x: torch.Tensor, k: torch.Tensor):
+        mean, std = self._policy(generator, generator.table, x, k)
+        return average(gaussian_kl(before.mean, before.std, mean, std).mean().item(), self.ctx), mean, std
+
+    def limit(self, generator: nn.Module, before: Snapshot, x: torch.Tensor, k: torch.Tensor) -> tuple[Snapshot, dict]:
+        """Scale the update since ``before`` back until its mean per-step KL (averaged over processes) is
+        within ``max_kl``; returns the snapshot the next update starts from (its probe means are the ones
+        measured last, so each update costs one forward pass of the probe unless it is scaled back) and
+        the first KL and the scale applied."""
+        kl, mean, std = self._kl(generator, before, x, k)
+        first, scale, halvings = kl, 1.0, 0
+        params = [p for p in generator.parameters() if p.requires_grad]
+        while not kl <= self.max_kl and halvings < MAX_HALVINGS:
+            new = 0.5 * scale if scale < 1.0 else math.sqrt(self.max_kl / kl) if math.isfinite(kl) and kl > 0 else 0.5
+            with torch.no_grad():
+                for p, old in zip(params, before.params):
+                    p.copy_(old + (new / scale) * (p - old))
+            scale, halvings = new, halvings + 1
+            kl, mean, std = self._kl(generator, before, x, k)
+        after = Snapshot([p.detach().clone() for p in params], mean, std)
+        return after, {"policy_kl": first, "update_scale": scale}
