@@ -52,7 +52,8 @@ class FinetuneConfig:
     max_kl: float = opt(
         0.0,
         "trust region: the largest mean per-step KL divergence (nats) one generator update may move the sampler by, "
-        "measured on 64 buffer entries; a larger update is scaled back to it (0 = off)",
+        "measured on 64 buffer entries; a larger update is scaled back to it (0 = off; images: 2e-4 keeps a "
+        "generator lr of 1e-5 from diverging)",
         min=0.0,
     )
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
