@@ -129,7 +129,8 @@ def test_iteration_with_max_kl_bounds_what_the_generator_update_moves():
         stats = iteration(
             nets, make_method(run), run, lambda m: torch.randn(m, 2), (2,), torch.Generator().manual_seed(0), "cpu"
         )
-        x, k = torch.randn(256, 2, generator=torch.Generator().manual_seed(3)), torch.arange(256) % K
+        x = torch.randn(256, 2, generator=torch.Generator().manual_seed(3))
+        k = torch.arange(256) % (K - run.pathwise_steps)  # the steps eq. 20 trains; the pathwise tail is not bounded
         moved[max_kl] = (sampler_kl(start, gen, x, k), stats)
     assert moved[0.0][0] > 10 * cfg.max_kl and "policy_kl" not in moved[0.0][1]
     assert moved[cfg.max_kl][1]["policy_kl"] > cfg.max_kl and moved[cfg.max_kl][1]["update_scale"] < 1
@@ -143,3 +144,21 @@ class BaselineNet(nn.Module):
 
     def forward(self, x, k):
         return self.lin(torch.cat([x, k[:, None]], 1))
+
+
+def test_a_sampler_that_is_all_pathwise_tail_has_no_trust_region():
+    """With every step reparameterised (K <= pathwise_steps) there is no score-function step to bound."""
+    gen = policy()
+    nets = Nets(
+        gen,
+        nn.Linear(2, 1),
+        BaselineNet(),
+        torch.optim.SGD(gen.parameters(), lr=1e-3),
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3),
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3),
+    )
+    run = FinetuneConfig(batch_size=8, n_critic=1, max_kl=1e-9, pathwise_steps=K)
+    stats = iteration(
+        nets, make_method(run), run, lambda m: torch.randn(m, 2), (2,), torch.Generator().manual_seed(0), "cpu"
+    )
+    assert "policy_kl" not in stats

@@ -16,7 +16,11 @@ same on both.
 
 The probe is deterministic (no random numbers: a resumed or multi-process run takes the same
 decisions), spread evenly over the steps and the chains of the buffer, whose entries are i.i.d.
-rollouts of the sampler before the update.
+rollouts of the sampler before the update. It covers the steps eq. 20's score-function gradient
+trains, not a reparameterised tail (``finetune.pathwise_steps``): the tail's gradient is pathwise,
+and its learned stds shrink towards the data's noise (0.0005 at T = 4), where the KL of any change
+of its means grows as 1 / s^2. Measured over the whole table, the bound froze the tail and the swiss
+roll at T = 4 ended at W2 6.6e-2 against 3.0e-2.
 """
 
 from __future__ import annotations
@@ -71,9 +75,9 @@ class TrustRegion:
     def __init__(self, max_kl: float, ctx: Context = SINGLE):
         self.max_kl, self.ctx = max_kl, ctx
 
-    def probe(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The probe's inputs x_{t+1} and step indices k from this process's states [K + 1, n, ...]."""
-        k, i = probe_rows(states.shape[0] - 1, states.shape[1])
+    def probe(self, states: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe's inputs x_{t+1} and step indices k < ``steps`` from this process's states [K + 1, n, ...]."""
+        k, i = probe_rows(steps, states.shape[1])
         return states[k.to(states.device), i.to(states.device)], k
 
     @staticmethod
