@@ -10,9 +10,9 @@ gradient, not how far the sampler moves.
 
 Why the sampler and not the weights: Adam moves every weight by about the learning rate whatever
 its gradient's scale, so the same rate moves a U-Net's output far more than a toy MLP's. On the
-toys at the default 1e-4 one update moves the sampler by at most 1e-4 nats; on the 14x14 MNIST
-U-Net 2e-6 was the largest rate that did not diverge (see the README). A bound in nats means the
-same on both.
+toys at the default 1e-4 one update moves eq. 20's steps by 1e-6 to 4e-4 nats; on the 14x14 MNIST
+U-Net 2e-6 was the largest rate that did not diverge, and it moves them by 7e-5 to 1e-3 (1e-5:
+1e-3 to 4e-2, 1e-4: 0.04 to 6; see the README). A bound in nats means the same on both.
 
 The probe is deterministic (no random numbers: a resumed or multi-process run takes the same
 decisions), spread evenly over the steps and the chains of the buffer, whose entries are i.i.d.
@@ -36,8 +36,8 @@ from ..rollout import step_mean
 from ..steps import StepTable
 
 PROBE_ENTRIES = 64
-"""Buffer entries the KL is measured on (two forward passes of the network per update at most, more
-only when an update is scaled back)."""
+"""Buffer entries the KL is measured on: one forward pass of the network on them per update (the next
+update starts from the means measured last), one more per scale-back, one per iteration to start."""
 MAX_HALVINGS = 20
 
 
