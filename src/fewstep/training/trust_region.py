@@ -37,7 +37,8 @@ from ..steps import StepTable
 
 PROBE_ENTRIES = 64
 """Buffer entries the KL is measured on: one forward pass of the network on them per update (the next
-update starts from the means measured last), one more per scale-back, one per iteration to start."""
+update starts from the means measured last), one more per scale-back, one per iteration to start. The
+weights before each update are kept to scale back to: one more copy of the trained parameters."""
 MAX_HALVINGS = 20
 
 
