@@ -82,10 +82,11 @@ class Policy(nn.Module):
         if not self.trains_table:
             return self.base
         columns = {}
+        home = self.base.s.device  # the table's columns stay where the table is, whatever device the policy is on
         if self.a is not None:
-            columns.update(a=self.a, b=self.b)
+            columns.update(a=self.a.to(home), b=self.b.to(home))
         if self.log_s is not None:  # all K stds, or the last one after the table's others
-            columns["s"] = torch.cat([self.base.s[: self.base.K - len(self.log_s)], self.log_s.exp()])
+            columns["s"] = torch.cat([self.base.s[: self.base.K - len(self.log_s)], self.log_s.exp().to(home)])
         trained = sorted(columns)
         return dataclasses.replace(self.base, **columns, settings={**self.base.settings, "trained_columns": trained})
 
