@@ -362,6 +362,8 @@ def iteration(
     and split by round; the generator then takes ``n_generator`` steps on buffer draws. The
     generator is a :class:`fewstep.training.policy.Policy`: its ``table`` is the sampler, read
     afresh for every rollout and update (it changes when the table's coefficients are trained).
+    With ``max_kl`` each generator step is held to that many nats on eq. 20's steps
+    (:mod:`fewstep.training.trust_region`).
     """
     m, rounds = cfg.batch_size, cfg.n_critic
     noise = GeneratorNoise(random, rounds * m, shape, device, ctx.round_rows(rounds, m))
