@@ -33,7 +33,6 @@ from torch import nn
 
 from ..distributed import SINGLE, Context, average
 from ..rollout import step_mean
-from ..steps import StepTable
 
 PROBE_ENTRIES = 64
 """Buffer entries the KL is measured on: one forward pass of the network on them per update (the next
@@ -61,6 +60,11 @@ def probe_rows(K: int, chains: int, entries: int = PROBE_ENTRIES) -> tuple[torch
     return j * K // entries, (j * 7919) % chains
 
 
+def trained(generator: nn.Module) -> list[nn.Parameter]:
+    """The parameters a generator update changes (network weights, table coefficients, log-stds)."""
+    return [p for p in generator.parameters() if p.requires_grad]
+
+
 @dataclass
 class Snapshot:
     """The generator before an update: its parameters and the probe's step means and stds."""
@@ -82,33 +86,36 @@ class TrustRegion:
         return states[k.to(states.device), i.to(states.device)], k
 
     @staticmethod
-    def _policy(generator: nn.Module, table: StepTable, x: torch.Tensor, k: torch.Tensor):
+    def _policy(generator: nn.Module, x: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe's step means and stds under the generator's current table."""
+        table = generator.table
         with torch.no_grad():
             mean, _ = step_mean(generator, table, x, k)
         return mean, table.s.detach()[k].to(mean.device)
 
-    def snapshot(self, generator: nn.Module, x: torch.Tensor, k: torch.Tensor) -> Snapshot:
-        mean, std = self._policy(generator, generator.table, x, k)
-        return Snapshot([p.detach().clone() for p in generator.parameters() if p.requires_grad], mean, std)
+    def _kl(self, before: Snapshot, mean: torch.Tensor, std: torch.Tensor) -> float:
+        """The mean per-step KL(before || now) over the probe, averaged over processes."""
+        return average(gaussian_kl(before.mean, before.std, mean, std).mean().item(), self.ctx)
 
-    def _kl(self, generator: nn.Module, before: Snapshot, x: torch.Tensor, k: torch.Tensor):
-        mean, std = self._policy(generator, generator.table, x, k)
-        return average(gaussian_kl(before.mean, before.std, mean, std).mean().item(), self.ctx), mean, std
+    def snapshot(self, generator: nn.Module, x: torch.Tensor, k: torch.Tensor) -> Snapshot:
+        return Snapshot([p.detach().clone() for p in trained(generator)], *self._policy(generator, x, k))
 
     def limit(self, generator: nn.Module, before: Snapshot, x: torch.Tensor, k: torch.Tensor) -> tuple[Snapshot, dict]:
         """Scale the update since ``before`` back until its mean per-step KL (averaged over processes) is
         within ``max_kl``; returns the snapshot the next update starts from (its probe means are the ones
         measured last, so each update costs one forward pass of the probe unless it is scaled back) and
         the first KL and the scale applied."""
-        kl, mean, std = self._kl(generator, before, x, k)
-        first, scale, halvings = kl, 1.0, 0
-        params = [p for p in generator.parameters() if p.requires_grad]
+        params = trained(generator)
+        mean, std = self._policy(generator, x, k)
+        kl = first = self._kl(before, mean, std)
+        scale, halvings = 1.0, 0
         while not kl <= self.max_kl and halvings < MAX_HALVINGS:
-            new = 0.5 * scale if scale < 1.0 else math.sqrt(self.max_kl / kl) if math.isfinite(kl) and kl > 0 else 0.5
+            # KL is quadratic in a small step: the first scale-back aims at the bound, then halve until within
+            new = math.sqrt(self.max_kl / kl) if scale == 1.0 and math.isfinite(kl) else 0.5 * scale
             with torch.no_grad():
                 for p, old in zip(params, before.params):
                     p.copy_(old + (new / scale) * (p - old))
             scale, halvings = new, halvings + 1
-            kl, mean, std = self._kl(generator, before, x, k)
-        after = Snapshot([p.detach().clone() for p in params], mean, std)
-        return after, {"policy_kl": first, "update_scale": scale}
+            mean, std = self._policy(generator, x, k)
+            kl = self._kl(before, mean, std)
+        return Snapshot([p.detach().clone() for p in params], mean, std), {"policy_kl": first, "update_scale": scale}
