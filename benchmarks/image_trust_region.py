@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mnist_common import RESULTS, Commands, curve, evaluation  # noqa: E402
+from _mnist_common import RESULTS, Commands, curve, evaluation, row  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,15 +45,9 @@ def walkthrough_settings() -> dict[str, list[str]]:
     return dict(zip(("M", "FAST", "SFT"), groups))
 
 
-def back_offs(run_dir: Path) -> list[str]:
-    """The divergence back-offs a run logged (``finetune.divergence_retries``)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r["event"] for r in map(json.loads, lines) if "event" in r]
-
-
-def policy_kls(run_dir: Path) -> list[float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r["policy_kl"] for r in map(json.loads, lines) if r.get("stage") == "finetune" and "policy_kl" in r]
+def finetune_records(run_dir: Path) -> list[dict]:
+    """Everything a fine-tuning run logged (its divergence back-offs carry an ``event``)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def main() -> None:
@@ -138,20 +132,22 @@ def main() -> None:
                 done=out,
             )
             final = evaluation(out)
-            kls = policy_kls(run_dir)
+            records = finetune_records(run_dir)
+            kls = [r["policy_kl"] for r in records if r.get("stage") == "finetune" and "policy_kl" in r]
             rows.append(
-                {
-                    "lr_generator": lr,
-                    "max_kl": max_kl,
-                    **{k: round(final["model"][k], 4) for k in ("fid", "kid", "precision", "recall")},
-                    "fid_sd": round(final["model_sd"]["fid"], 3),
-                    "floor_fid": round(final["floor"]["fid"], 3),
-                    "policy_kl_median": round(sorted(kls)[len(kls) // 2], 6) if kls else None,
-                    "curve": curve(run_dir),
-                    "wall_s": record["wall_s"],
-                    "cpu_s": record["cpu_s"],
-                    "back_offs": back_offs(run_dir),
-                }
+                row(
+                    f"lr {lr:g}, max_kl {max_kl:g}",
+                    10,
+                    final,
+                    lr_generator=lr,
+                    max_kl=max_kl,
+                    fid_sd=round(final["model_sd"]["fid"], 3),
+                    policy_kl_median=round(sorted(kls)[len(kls) // 2], 6) if kls else None,
+                    curve=curve(run_dir),
+                    wall_s=record["wall_s"],
+                    cpu_s=record["cpu_s"],
+                    back_offs=[r["event"] for r in records if "event" in r],
+                )
             )
     name = args.name + ("_quick" if args.quick else "")
     payload = {
