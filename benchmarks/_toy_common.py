@@ -115,7 +115,8 @@ def pooled(results: list[dict]) -> dict:
     for k, m in mean.items():
         spread = sum((R - 1) * r["model_sd"][k] ** 2 + R * (r["model"][k] - m) ** 2 for r in results)
         sd[k] = math.sqrt(spread / (S * R - 1)) if S * R > 1 else 0.0
-    return {**results[0], "model": mean, "model_sd": sd, "model_seed_sd": seed_sd, "seeds": S}
+    draws = [r["draws"] for r in results]
+    return {**results[0], "model": mean, "model_sd": sd, "model_seed_sd": seed_sd, "seeds": S, "draws_by_seed": draws}
 
 
 def finetune_seeds(config: Config, model: Pretrained, seeds: int, n: int, repeats: int, progress: bool = False):
@@ -172,8 +173,34 @@ def row(method: str, data: str, steps: int, result: dict, **extra) -> dict:
         "floor_repeats": result["floor_repeats"],
         "n": result["n"],
         "repeats": result["repeats"],
+        # per training seed, per draw; draw r shares its data draw with floor pair r
+        "w2_draws": [[d["w2"] for d in seed] for seed in result.get("draws_by_seed", [result.get("draws", [])])],
+        "floor_w2_draws": [d["w2"] for d in result.get("floor_draws", [])],
         **extra,
     }
+
+
+def paired(first: list[list[float]], second: list[list[float]] | list[float], factor: float = 1.0) -> dict:
+    """``first - factor * second`` on the draws they share, one difference per data draw.
+
+    Each argument holds per-draw figures, a list per training seed (or one flat list, as a floor's);
+    draw r of either was scored against the same data draw, so subtracting per draw removes the data
+    draw's own spread, the largest part of a toy W2's spread (the swiss roll's floor ranges 0.017-0.029
+    over pairs). Seeds are averaged per draw first. Returns the mean difference, its standard error
+    over the R shared draws, ``t`` (mean / se) and ``R``.
+    """
+
+    def per_draw(values):
+        rows = values if values and isinstance(values[0], list) else [values]
+        R = min(len(r) for r in rows)
+        return [sum(r[i] for r in rows) / len(rows) for i in range(R)]
+
+    a, b = per_draw(first), per_draw(second)
+    diffs = [x - factor * y for x, y in zip(a, b)]
+    R = len(diffs)
+    mean = sum(diffs) / R
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (R - 1) / R) if R > 1 else float("nan")
+    return {"mean": mean, "se": se, "t": mean / se if se > 0 else float("nan"), "R": R, "factor": factor}
 
 
 def write_results(out: Path, rows: list[dict], **extra) -> None:

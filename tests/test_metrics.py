@@ -89,6 +89,23 @@ def test_floor_repeats_average_more_data_pairs_than_the_sample_draws():
     assert evaluator(["evaluate.repeats=2", "evaluate.floor_repeats=1"]).floor(200, 2)["floor_repeats"] == 2
 
 
+def test_draw_r_and_floor_pair_r_share_their_data_draw():
+    """Per-draw scores come back, and repeat r is scored against floor pair r's reference draw, so the
+    two can be compared draw by draw (the benchmarks' paired differences rely on it)."""
+    config = load_config(None, ["data.name=moons", "evaluate.n_samples=150", "evaluate.repeats=3"])
+    evaluator = Evaluator(DataSource(config.data), config.evaluate)
+
+    def second_of_pair(n, r):  # the other half of floor pair r: its score must be that pair's floor
+        return evaluator.data.floor_pair(n, evaluator._seed(r))[1]
+
+    _, result = evaluator.score(second_of_pair)
+    assert len(result["draws"]) == 3 and len(result["floor_draws"]) == 3
+    for model, floor in zip(result["draws"], result["floor_draws"]):
+        assert model == pytest.approx(floor)
+    assert result["model"]["w2"] == pytest.approx(np.mean([d["w2"] for d in result["draws"]]))
+    assert len({d["w2"] for d in result["draws"]}) == 3  # three different draws, not one repeated
+
+
 def test_prdc_closed_cases():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(500, 2, generator=g)

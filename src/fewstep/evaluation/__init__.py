@@ -106,7 +106,7 @@ class Evaluator:
         if key not in _FLOORS:
             scores = [self.metrics(*reversed(self.data.floor_pair(n, self._seed(r)))) for r in range(pairs)]
             mean, sd = mean_sd(scores)
-            _FLOORS[key] = {"floor": mean, "floor_sd": sd, "floor_repeats": pairs}
+            _FLOORS[key] = {"floor": mean, "floor_sd": sd, "floor_repeats": pairs, "floor_draws": scores}
         return _FLOORS[key]
 
     def score(
@@ -114,8 +114,10 @@ class Evaluator:
     ) -> tuple[torch.Tensor, dict]:
         """Score ``draw(n, r)`` (the samples of repeat r, each with a fresh seed) against held-out data.
 
-        Returns the first repeat's samples and ``{"model", "model_sd", "floor", "floor_sd", "floor_repeats",
-        "n", "repeats", "data"}``: per-metric means and standard deviations over the repeats.
+        Returns the first repeat's samples and ``{"model", "model_sd", "draws", "floor", "floor_sd",
+        "floor_repeats", "floor_draws", "n", "repeats", "data"}``: per-metric means and standard
+        deviations over the repeats, and each repeat's (floor pair's) scores. Repeat r and floor pair r
+        share their data draw, so ``draws[r]`` and ``floor_draws[r]`` can be compared pairwise.
         """
         n = self.size(n or self.cfg.n_samples)
         repeats = repeats or self.cfg.repeats
@@ -132,6 +134,7 @@ class Evaluator:
             "repeats": repeats,
             "model": mean,
             "model_sd": sd,
+            "draws": scores,
             **self.floor(n, repeats),
         }
 
