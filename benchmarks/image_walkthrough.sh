@@ -12,9 +12,12 @@ mkdir -p "$WORK" "$OUT" && cd "$WORK"
 # shellcheck source=benchmarks/_walkthrough_env.sh
 source "$ROOT/benchmarks/_walkthrough_env.sh"
 # shellcheck disable=SC2086
-fewstep pretrain $M --set model.kind=unet --set model.channels=16 --set model.channel_mult=[1,2] \
-  --set model.norm_groups=4 --set schedule.kind=linear --set schedule.T=1000 --set pretrain.steps=4000 \
-  --set pretrain.batch_size=64 --set pretrain.lr=1e-3 --set pretrain.ema_decay=0.995 --run-dir runs/mnist14 --quiet
+if [ ! -f runs/mnist14/checkpoints/pretrain.safetensors ]; then  # a rerun in the same WORK_DIR keeps the pretraining
+  fewstep pretrain $M --set model.kind=unet --set model.channels=16 --set model.channel_mult=[1,2] \
+    --set model.norm_groups=4 --set schedule.kind=linear --set schedule.T=1000 --set pretrain.steps=4000 \
+    --set pretrain.batch_size=64 --set pretrain.lr=1e-3 --set pretrain.ema_decay=0.995 --run-dir runs/mnist14 --quiet
+fi
+rm -rf pipelines runs/mnist14-sft
 fewstep export --checkpoint runs/mnist14/checkpoints/pretrain.safetensors --scheduler ddpm --out pipelines/mnist14-ddpm
 fewstep evaluate --checkpoint pipelines/mnist14-ddpm $M --out "$OUT/ddpm1000.json" --quiet
 fewstep evaluate --checkpoint pipelines/mnist14-ddpm $M $FAST --set evaluate.repeats=3 --out "$OUT/fastdpm10.json" --quiet

@@ -72,6 +72,7 @@ def main() -> None:
     every = max(1, args.iterations // 4)
     finetune_sets = [
         "sampler.clip_x0=1",  # diffusers' clip_sample: without it the cosine T=10 first step amplifies eps errors 30x
+        "finetune.max_kl=0",  # the paper's image settings: no trust region beside gamma
         f"finetune.iterations={args.iterations}",
         f"finetune.batch_size={args.batch_size}",
         "finetune.critic_channels=[32, 64, 128]",

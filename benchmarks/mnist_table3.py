@@ -100,6 +100,7 @@ def main() -> None:
         *FASTDPM,
         "sampler.clip_x0=1",
         "sampler.noise_at_last_step=true",
+        "finetune.max_kl=0",  # the paper's image settings: no trust region beside gamma
         f"finetune.iterations={args.iterations}",
         f"finetune.batch_size={args.batch_size}",
         "finetune.n_generator=10",

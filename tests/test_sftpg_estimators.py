@@ -8,6 +8,7 @@ that eq. 14, eq. 15 and eq. 20 (with any baseline) must all match in expectation
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -213,3 +214,23 @@ def test_the_paper_preset_is_the_papers_toy_settings():
         "pg_baseline",
         "baseline",
     )
+
+
+@pytest.mark.parametrize(
+    "shape, preset, max_kl, lr_generator, n_generator",
+    [((2,), "toy", 0.0, 1e-4, 1), ((1, 8, 8), "images", 2e-4, 1e-6, 10)],
+)
+def test_the_auto_preset_is_the_data_kinds(shape, preset, max_kl, lr_generator, n_generator):
+    """An image model fine-tunes with the paper's image settings plus the trust region, a vector model with
+    the toy defaults, unless the caller names a preset; --set still overrides either."""
+    from fewstep.api import finetune_config
+    from fewstep.config import load_config, preset_for
+    from fewstep.pretrained import Pretrained
+    from fewstep.schedules import make_schedule
+
+    model = Pretrained(torch.nn.Linear(1, 1), load_config(None, []), shape, make_schedule("linear", 10), None, "x")
+    assert preset_for(shape) == preset
+    cfg = finetune_config(model).finetune
+    assert (cfg.max_kl, cfg.lr_generator, cfg.n_generator) == (max_kl, lr_generator, n_generator)
+    assert finetune_config(model, "paper").finetune.max_kl == 0.0  # a named preset wins
+    assert finetune_config(model, overrides=["finetune.max_kl=0"]).finetune.max_kl == 0.0

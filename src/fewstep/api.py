@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import preflight
-from .config import FINETUNE_PRESETS, Config, load_config, merge, to_dict, validate
+from .config import FINETUNE_PRESETS, Config, load_config, merge, preset_for, to_dict, validate
 from .data import DataSource
 from .errors import FewstepError
 from .fields import shown
@@ -212,11 +212,20 @@ def pretrain(
 
 
 def finetune_config(
-    model: Pretrained, preset: str = "toy", config_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+    model: Pretrained,
+    preset: str = "auto",
+    config_path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
-    """The model's config, then the preset's fine-tuning settings, the YAML file and ``--set`` overrides."""
+    """The model's config, then the preset's fine-tuning settings, the YAML file and ``--set`` overrides.
+
+    ``auto`` takes the preset of the model's data kind: ``images`` for image models, ``toy`` otherwise.
+    """
+    if preset == "auto":
+        preset = preset_for(model.shape)
     if preset not in FINETUNE_PRESETS:
-        raise FewstepError(f"unknown preset {preset!r}; choose one of {', '.join(FINETUNE_PRESETS)}")
+        choices = ", ".join(["auto", *FINETUNE_PRESETS])
+        raise FewstepError(f"unknown preset {preset!r}; choose one of {choices}")
     base = merge(to_dict(model.config), {"finetune": FINETUNE_PRESETS[preset]})
     config = load_config(config_path, overrides, base=base)
     check_unchanged(model, config)

@@ -18,7 +18,7 @@ import yaml
 from .errors import FewstepError
 from .fields import describe as describe_fields
 from .fields import check, from_dict, opt, shown, to_dict
-from .finetune_config import FINETUNE_PRESETS, FinetuneConfig
+from .finetune_config import FINETUNE_PRESETS, FinetuneConfig, preset_for
 from .samplers.registry import SamplerConfig
 
 DATASETS = ("swiss_roll", "moons", "gaussian", "file", "digits", "mnist", "cifar10", "folder")
@@ -368,6 +368,7 @@ __all__ = [
     "ScheduleConfig",
     "ScheduleOptConfig",
     "describe",
+    "preset_for",
     "from_dict",
     "load_config",
     "to_dict",

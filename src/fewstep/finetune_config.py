@@ -129,6 +129,12 @@ class FinetuneConfig:
     checkpoint_every: int = opt(500, "iterations between checkpoints (for --resume)", min=1)
 
 
+IMAGE_MAX_KL = 2e-4
+"""The images preset's trust region (nats per generator update): on the 14x14 MNIST walkthrough every generator
+learning rate from 2e-6 to 1e-4 survives with it, where 1e-5 and 1e-4 diverge without it
+(benchmarks/image_trust_region.py). It is not the paper's: it is what keeps its setting from needing a
+hand-picked rate."""
+
 PAPER_TOY = {
     "iterations": 2000,
     "lr_generator": 5e-5,
@@ -152,8 +158,14 @@ FINETUNE_PRESETS = {
         "batch_size": 128,
         "critic_channels": [256, 512, 1024],
         "baseline_hidden": [1024, 1024, 256],
+        "max_kl": IMAGE_MAX_KL,
     },
 }
 """toy: fewstep's defaults (the dataclass defaults: the paper's toy settings with a reparameterised, learned last
 step, a decaying generator learning rate and an EMA); paper: the paper's toy settings (Section 6.1, App. F.1)
-exactly; images: the paper's image settings (App. F.2)."""
+exactly; images: the paper's image settings (App. F.2) plus fewstep's trust region on the generator."""
+
+
+def preset_for(shape: tuple[int, ...]) -> str:
+    """The preset a model's data kind asks for: ``images`` for [C, H, W] samples, ``toy`` for vectors."""
+    return "images" if len(shape) == 3 else "toy"

@@ -55,13 +55,14 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
 )
 @click.option(
     "--preset",
-    type=click.Choice(["toy", "paper", "images"]),
-    default="toy",
+    type=click.Choice(["auto", "toy", "paper", "images"]),
+    default="auto",
     show_default=True,
-    help="Settings: toy (fewstep's defaults for vector data: the paper's toy settings plus a reparameterised, learned "
-    "last step, linear lr decay from 1e-4 and an EMA), paper (the paper's toy settings exactly: Adam 5e-5/1e-3/1e-3, "
-    "lambda 0.1, n_generator 1) or images (the paper's image settings: lambda 1, n_generator 10, gamma 0.1, Adam "
-    "1e-6/1e-4/1e-4).",
+    help="Settings: auto (images for an image model, toy otherwise), toy (fewstep's defaults for vector data: the "
+    "paper's toy settings plus a reparameterised, learned last step, linear lr decay from 1e-4 and an EMA), paper "
+    "(the paper's toy settings exactly: Adam 5e-5/1e-3/1e-3, lambda 0.1, n_generator 1) or images (the paper's image "
+    "settings: lambda 1, n_generator 10, gamma 0.1, Adam 1e-6/1e-4/1e-4, plus a trust region of 2e-4 nats per "
+    "generator update, finetune.max_kl).",
 )
 @config_options("finetune.iterations=3000")
 @run_options("finetune")
