@@ -52,8 +52,8 @@ class FinetuneConfig:
     max_kl: float = opt(
         0.0,
         "trust region: the largest mean KL divergence (nats) one generator update may move eq. 20's steps by, "
-        "measured on 64 buffer entries; a larger update is scaled back to it (0 = off, as the paper). Images: 2e-4 "
-        "keeps a U-Net at generator lr 1e-5 or 1e-4 from diverging; on the toys 1e-3 slows T = 4",
+        "measured on 64 buffer entries; a larger update is scaled back to it (0 = off, as the paper). The images "
+        "preset's 2e-4 keeps a U-Net at generator lr 1e-5 or 1e-4 from diverging; on the toys 1e-3 slows T = 4",
         min=0.0,
     )
     lr_critic: float = opt(1e-3, "Adam learning rate of the critic alpha (images: 1e-4)", above=0.0, max=10.0)
