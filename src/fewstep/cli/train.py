@@ -56,6 +56,7 @@ def pretrain(config_path, overrides, run_dir, resume, quiet):
 @click.option(
     "--preset",
     type=click.Choice(["auto", "toy", "paper", "images"]),
+    metavar="NAME",
     default="auto",
     show_default=True,
     help="Settings: auto (images for an image model, toy otherwise), toy (fewstep's defaults for vector data: the "
