@@ -116,7 +116,7 @@ def pretrain_once(c: "Commands", name: str, steps: int, sets: list[str]) -> tupl
     argv = ["pretrain", "--config", str(CONFIG), "--set", f"pretrain.steps={steps}"]
     argv += [arg for s in sets for arg in ("--set", s)]
     c.run(name, [*argv, "--run-dir", str(pre), "--quiet"], done=pre / "summary.md", resume=ckpt)
-    return pre, ckpt, run_evaluations(pre)[-1]
+    return pre, ckpt, run_evaluations(records(pre))[-1]
 
 
 def evaluation(path: Path) -> dict:
@@ -124,18 +124,21 @@ def evaluation(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def run_evaluations(run_dir: Path) -> list[dict]:
-    """The final evaluations a run logged (``stage: evaluate``), in order."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("stage") == "evaluate"]
+def records(run_dir: Path) -> list[dict]:
+    """Everything a run logged (``metrics.jsonl``), read once for the helpers below."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def curve(run_dir: Path, stage: str = "finetune") -> list[dict]:
-    """Held-out FID during training: [{iteration, fid, floor_fid}]."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+def run_evaluations(logged: list[dict]) -> list[dict]:
+    """The final evaluations among a run's :func:`records` (``stage: evaluate``), in order."""
+    return [r for r in logged if r.get("stage") == "evaluate"]
+
+
+def curve(logged: list[dict], stage: str = "finetune") -> list[dict]:
+    """Held-out FID during training among a run's :func:`records`: [{iteration, fid, floor_fid}]."""
     return [
         {"iteration": r["step"], "fid": round(r["fid"], 3), "floor_fid": round(r["floor_fid"], 3)}
-        for r in map(json.loads, lines)
+        for r in logged
         if r.get("stage") == stage and "fid" in r
     ]
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mnist_common import RESULTS, Commands, curve, evaluation, row  # noqa: E402
+from _mnist_common import RESULTS, Commands, curve, evaluation, records, row  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,11 +43,6 @@ def walkthrough_settings() -> dict[str, list[str]]:
         else:
             current.append(w)
     return dict(zip(("M", "FAST", "SFT"), groups))
-
-
-def finetune_records(run_dir: Path) -> list[dict]:
-    """Everything a fine-tuning run logged (its divergence back-offs carry an ``event``)."""
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def main() -> None:
@@ -132,8 +127,8 @@ def main() -> None:
                 done=out,
             )
             final = evaluation(out)
-            records = finetune_records(run_dir)
-            kls = [r["policy_kl"] for r in records if r.get("stage") == "finetune" and "policy_kl" in r]
+            logged = records(run_dir)  # its divergence back-offs carry an ``event``
+            kls = [r["policy_kl"] for r in logged if r.get("stage") == "finetune" and "policy_kl" in r]
             rows.append(
                 row(
                     f"lr {lr:g}, max_kl {max_kl:g}",
@@ -143,10 +138,10 @@ def main() -> None:
                     max_kl=max_kl,
                     fid_sd=round(final["model_sd"]["fid"], 3),
                     policy_kl_median=round(sorted(kls)[len(kls) // 2], 6) if kls else None,
-                    curve=curve(run_dir),
+                    curve=curve(logged),
                     wall_s=record["wall_s"],
                     cpu_s=record["cpu_s"],
-                    back_offs=[r["event"] for r in records if "event" in r],
+                    back_offs=[r["event"] for r in logged if "event" in r],
                 )
             )
     name = args.name + ("_quick" if args.quick else "")

@@ -32,6 +32,7 @@ from _mnist_common import (  # noqa: E402
     evaluation,
     pretrain_once,
     row,
+    records,
     run_evaluations,
     table_markdown,
     write,
@@ -124,9 +125,10 @@ def main() -> None:
                 done=run_dir / "summary.md",
                 resume=run_dir / "checkpoints" / "finetune.safetensors",
             )
-            final = run_evaluations(run_dir)[-1]
+            logged = records(run_dir)
+            final = run_evaluations(logged)[-1]
             finals.append(final)
-            runs.append({"seed": seed, "fid": round(final["model"]["fid"], 3), "curve": curve(run_dir)})
+            runs.append({"seed": seed, "fid": round(final["model"]["fid"], 3), "curve": curve(logged)})
             runs[-1]["cpu_min"] = round(c.history[-1]["cpu_s"] / 60, 1)
         fid_mean, fid_sd = mean_sd([f["model"]["fid"] for f in finals])
         kid_mean, kid_sd = mean_sd([f["model"]["kid"] for f in finals])

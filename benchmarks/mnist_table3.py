@@ -38,6 +38,7 @@ from _mnist_common import (  # noqa: E402
     evaluation,
     pretrain_once,
     row,
+    records,
     run_evaluations,
     table_markdown,
     write,
@@ -140,9 +141,10 @@ def main() -> None:
         done=run_dir / "summary.md",
         resume=tuned,
     )
-    before, after = run_evaluations(run_dir)[-2:]
+    logged = records(run_dir)
+    before, after = run_evaluations(logged)[-2:]
     train_minutes = round(c.history[-1]["cpu_s"] / 60, 1)
-    rows.append(row("SFT-PG (B) from FastDPM, 10 steps", 10, after, cpu_min=train_minutes, curve=curve(run_dir)))
+    rows.append(row("SFT-PG (B) from FastDPM, 10 steps", 10, after, cpu_min=train_minutes, curve=curve(logged)))
     rows[-1]["start_fid_in_run"] = round(before["model"]["fid"], 3)
     grids["SFT-PG (B), 10 steps"] = grid(c, "grid-sftpg", tuned)
 

@@ -379,8 +379,9 @@ def iteration(
         stats = critic_round(nets, method, traj, ctx.take(draw_real(m)), cfg.critic_bound, random, ctx)
     buffer = Buffer(everything, rounds, m, noise_of_tail)
     region = TrustRegion(cfg.max_kl, ctx) if cfg.max_kl > 0 and tail.start > 0 else None  # eq. 20's steps only
-    probe = region.probe(everything.x, tail.start) if region else None
-    before = region.snapshot(nets.generator, *probe) if region else None
+    if region:
+        probe = region.probe(everything.x, tail.start)
+        before = region.snapshot(nets.generator, *probe)
     for _ in range(cfg.n_generator):
         loss = method.estimator.loss(nets, nets.generator.table, buffer, m, shape, random, device, ctx)
         grad_norm = generator_step(nets, loss, cfg.clip, ctx)

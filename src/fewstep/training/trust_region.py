@@ -65,6 +65,11 @@ def trained(generator: nn.Module) -> list[nn.Parameter]:
     return [p for p in generator.parameters() if p.requires_grad]
 
 
+def copies(params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """Detached copies of ``params`` (the weights an update is scaled back towards)."""
+    return [p.detach().clone() for p in params]
+
+
 @dataclass
 class Snapshot:
     """The generator before an update: its parameters and the probe's step means and stds."""
@@ -98,7 +103,7 @@ class TrustRegion:
         return average(gaussian_kl(before.mean, before.std, mean, std).mean().item(), self.ctx)
 
     def snapshot(self, generator: nn.Module, x: torch.Tensor, k: torch.Tensor) -> Snapshot:
-        return Snapshot([p.detach().clone() for p in trained(generator)], *self._policy(generator, x, k))
+        return Snapshot(copies(trained(generator)), *self._policy(generator, x, k))
 
     def limit(self, generator: nn.Module, before: Snapshot, x: torch.Tensor, k: torch.Tensor) -> tuple[Snapshot, dict]:
         """Scale the update since ``before`` back until its mean per-step KL (averaged over processes) is
@@ -118,4 +123,4 @@ class TrustRegion:
             scale, halvings = new, halvings + 1
             mean, std = self._policy(generator, x, k)
             kl = self._kl(before, mean, std)
-        return Snapshot([p.detach().clone() for p in params], mean, std), {"policy_kl": first, "update_scale": scale}
+        return Snapshot(copies(params), mean, std), {"policy_kl": first, "update_scale": scale}
